@@ -1,0 +1,53 @@
+"""Stage 2: pruning groups by axis coupling (DESIGN.md §3) and the cost model."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .build import build_groups
+from .cost import model_cost
+from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
+from .masks import keep_all, reduced_shapes, removed_positions
+
+__all__ = ["Analysis", "analyze", "Group", "ParamSlice", "DimSlice", "PRODUCER", "CONSUMER", "FOLLOWER",
+           "removed_positions", "reduced_shapes", "keep_all"]
+
+
+@dataclass
+class Analysis:
+    model: object  # graph.Model
+    groups: list = field(default_factory=list)
+    params: int = 0
+    flops: int = 0
+
+    @property
+    def prunable(self):
+        return [g for g in self.groups if g.prunable]
+
+    def group(self, gid):
+        return next(g for g in self.groups if g.id == gid)
+
+    def predict_cost(self, keep):
+        """(params, flops) of the model cut by `keep` (group id -> bool per ZIG)."""
+        shapes = reduced_shapes(self.model.shapes, removed_positions(self.groups, keep))
+        return model_cost(self.model, shapes)
+
+
+def analyze(model):
+    """Groups of a normalized graph.Model, with per-ZIG params and FLOPs."""
+    groups = build_groups(model)
+    params, flops = model_cost(model)
+    analysis = Analysis(model, groups, params, flops)
+    for g in groups:
+        g.params = int(sum(_slice_numel(model, s) for s in g.slices))
+        g.params_per_zig = g.params / g.num_zigs
+        if g.prunable:
+            one = {g.id: np.arange(g.num_zigs) != 0}
+            _, cut_flops = analysis.predict_cost(one)
+            g.flops_per_zig = float(flops - cut_flops)
+            g.flops = g.flops_per_zig * g.num_zigs
+    return analysis
+
+
+def _slice_numel(model, s):
+    shape = model.shapes[s.name]
+    return int(np.prod(shape)) // shape[s.axis] * s.index.size

@@ -1,0 +1,143 @@
+"""From a normalized model to its groups: apply the rules, solve the couplings, check zero-invariance."""
+import numpy as np
+
+from .context import ADD, MUL, SENTINEL, NodeContext, Record
+from .dims import DimSpace
+from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
+from .rules import RULES
+
+
+def couple(model):
+    """Run every node's rule; return the DimSpace and the Record of zero behaviour."""
+    space, record = DimSpace(), Record()
+    for node in model.graph.node:
+        ctx = NodeContext(node, model, space, record)
+        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None:
+            domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
+            ctx.pin_all(f"no rule for {domain}{node.op_type}")
+        else:
+            rule(ctx)
+    for name in model.input_names:
+        _pin_tensor(model, space, name, f"reaches graph input '{name}'")
+    for name in model.output_names:
+        _pin_tensor(model, space, name, f"reaches graph output '{name}'")
+    return space, record
+
+
+def _pin_tensor(model, space, name, reason):
+    for axis, size in enumerate(model.shapes.get(name) or ()):
+        if isinstance(size, int) and size > 1 and model.is_float(name):
+            space.pin(space.dim(name, axis, size), reason)
+
+
+def build_groups(model):
+    """All groups that own parameter slices, prunable or not (with the reason)."""
+    space, record = couple(model)
+    comps = space.solve()
+    members = comps.members()
+    groups = []
+    for signature, zigs, index_of_class in _components_by_signature(comps, members):
+        dims = [DimSlice(*space.keys[d], index_of_class[c]) for c in signature for d in members[c]]
+        params = [d for c in signature for d in members[c] if model.is_param(space.keys[d][0])]
+        if not params:
+            continue
+        slices = [ParamSlice(*space.keys[d], index_of_class[comps.class_of(d)], record.roles.get(d, PRODUCER))
+                  for d in params]
+        group = Group(id="", num_zigs=len(zigs), dims=dims, slices=slices)
+        group.reason = _why_not_prunable(comps, record, set(signature), members, slices, model, space)
+        group.prunable = not group.reason
+        groups.append(group)
+    _name_groups(groups)
+    return groups
+
+
+def _components_by_signature(comps, members):
+    """Yield (classes, component labels, class -> (num_zigs, k) index array) per group of alike ZIGs."""
+    space = comps.space
+    pairs = []
+    for c in members:
+        labels = comps.class_labels(c)
+        pairs.append(np.stack([labels, np.full(len(labels), c), np.arange(len(labels))], axis=1))
+    if not pairs:
+        return
+    table = np.concatenate(pairs)
+    table = table[np.lexsort((table[:, 2], table[:, 1], table[:, 0]))]  # by label, class, index
+    label_class = np.unique(table[:, :2], axis=0)
+    signatures = {}
+    for label, start, stop in _runs(label_class[:, 0]):
+        signatures.setdefault(tuple(label_class[start:stop, 1].tolist()), []).append(label)
+    class_rows = _rows_by_class(table)
+    for signature, labels in signatures.items():
+        labels = np.array(labels)
+        index_of_class = {}
+        regular = True
+        for c in signature:
+            rows = class_rows[c]
+            picked = rows[np.isin(rows[:, 0], labels)]
+            counts = np.unique(picked[:, 0], return_counts=True)[1]
+            if len(counts) != len(labels) or counts.min() != counts.max():
+                regular = False  # ZIGs of unequal width: not representable as (num_zigs, k)
+                break
+            index_of_class[c] = picked[:, 2].reshape(len(labels), counts[0])
+        if regular:
+            yield signature, labels, index_of_class
+
+
+def _rows_by_class(table):
+    order = np.argsort(table[:, 1], kind="stable")
+    sorted_table = table[order]
+    out = {}
+    for c, start, stop in _runs(sorted_table[:, 1]):
+        out[int(c)] = sorted_table[start:stop]
+    return out
+
+
+def _runs(values):
+    """(value, start, stop) for each run of equal values in a sorted 1-D array."""
+    if len(values) == 0:
+        return
+    edges = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], edges])
+    stops = np.concatenate([edges, [len(values)]])
+    for s, e in zip(starts, stops):
+        yield int(values[s]), int(s), int(e)
+
+
+def _why_not_prunable(comps, record, signature, members, slices, model, space):
+    """The first reason zeroing the producers would not make the channels removable exactly, or ''."""
+    for c in sorted(signature):
+        if c in comps.pinned_classes:
+            return comps.pinned_classes[c]
+    if not any(s.role == PRODUCER for s in slices):
+        return "no parameter produces these channels"
+    in_group = {d for c in signature for d in members[c]}
+    zero = {d: model.is_param(space.keys[d][0]) and record.roles.get(d, PRODUCER) == PRODUCER for d in in_group}
+    for d in sorted((d for d in in_group if d in record.sources), key=record.order.get):
+        if not zero[d]:
+            zero[d] = _is_zero(record.sources[d], zero, in_group)
+    for label, dims in record.contracts:
+        inside = [d for d in dims if d in in_group]
+        if inside and not any(zero[d] for d in inside):
+            return f"channels are not exactly zero where {label} consumes them"
+    return ""
+
+
+def _is_zero(sources, zero, in_group):
+    muls = [zero[s] for s, role in sources if role == MUL and s in in_group]
+    adds = [s is not SENTINEL and zero[s] for s, role in sources if role == ADD and (s is SENTINEL or s in in_group)]
+    if not muls and not adds:
+        return False
+    return (not muls or any(muls)) and all(adds)
+
+
+def _name_groups(groups):
+    """A group is named after its first producer slice: '<initializer>:<axis>' (stable across runs)."""
+    taken = set()
+    for g in groups:
+        first = next((s for s in g.slices if s.role == PRODUCER), g.slices[0])
+        name = f"{first.name}:{first.axis}"
+        if name in taken:
+            name = f"{name}@{int(first.index.min())}"
+        taken.add(name)
+        g.id = name

@@ -1,0 +1,169 @@
+"""What a rule sees of one node, and the calls it makes to couple axes, pin them and state zero behaviour."""
+import numpy as np
+from onnx import helper, numpy_helper
+
+MUL, ADD = "mul", "add"  # zero-source roles: MUL zero makes the output zero; every ADD source must be zero
+SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
+
+
+class Record:
+    """Everything the rules state about a graph, beyond the couplings held in DimSpace."""
+
+    def __init__(self):
+        self.sources = {}  # output dim -> [(input dim or SENTINEL, role)]
+        self.order = {}  # output dim -> position in node order
+        self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
+        self.roles = {}  # param dim -> "consumer" | "follower"
+
+
+class NodeContext:
+    def __init__(self, node, model, space, record):
+        self.node, self.model, self.space, self.record = node, model, space, record
+        self.op = node.op_type
+        self.label = f"{node.op_type} '{node.name or node.output[0]}'"
+
+    # --- reading the node ---
+    def attr(self, name, default=None):
+        for a in self.node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def input(self, i):
+        return self.node.input[i] if i < len(self.node.input) and self.node.input[i] else None
+
+    def output(self, i=0):
+        return self.node.output[i] if i < len(self.node.output) and self.node.output[i] else None
+
+    def shape(self, tensor):
+        return self.model.shapes.get(tensor) if tensor else None
+
+    def rank(self, tensor):
+        shape = self.shape(tensor)
+        return None if shape is None else len(shape)
+
+    def const(self, tensor):
+        """Values of an initializer input, or None when it is computed at run time."""
+        init = self.model.initializers.get(tensor) if tensor else None
+        return None if init is None else numpy_helper.to_array(init)
+
+    def axes_from(self, input_index, attr_name="axes"):
+        """Axes given by an input (newer opsets) or an attribute (older ones); None when not constant."""
+        value = self.const(self.input(input_index)) if self.input(input_index) else None
+        if value is not None:
+            return [int(v) for v in np.atleast_1d(value)]
+        if self.input(input_index):
+            return None
+        return self.attr(attr_name)
+
+    def is_param(self, tensor):
+        return bool(tensor) and self.model.is_param(tensor)
+
+    # --- dims ---
+    def d(self, tensor, axis):
+        """The dim id of a float tensor's axis, or None when it cannot carry channels (size 1, unknown)."""
+        shape = self.shape(tensor)
+        if shape is None or not self.model.is_float(tensor):
+            return None
+        if axis < 0:
+            axis += len(shape)
+        if not 0 <= axis < len(shape):
+            return None
+        size = shape[axis]
+        if not isinstance(size, int) or size <= 1:
+            return None
+        return self.space.dim(tensor, axis, size)
+
+    def dims(self, tensor):
+        rank = self.rank(tensor)
+        return [] if rank is None else [self.d(tensor, a) for a in range(rank)]
+
+    # --- statements ---
+    def same(self, a, b, role=None):
+        """Couple a (input side) and b (output side) index for index; b's zero source is a when role is given."""
+        if a is None or b is None:
+            return
+        self.space.same(a, b)
+        if role:
+            self.source(b, a, role)
+
+    def block(self, coarse, fine, inner, role=None, fine_is_output=True):
+        """Index h of `coarse` is the block [h*inner, (h+1)*inner) of `fine`."""
+        if coarse is None or fine is None:
+            return
+        n = self.space.sizes[coarse]
+        self.space.link(coarse, np.repeat(np.arange(n), inner), fine, np.arange(n * inner))
+        if role:
+            out, src = (fine, coarse) if fine_is_output else (coarse, fine)
+            self.source(out, src, role)
+
+    def offset(self, part, whole, offset, step=1, role=None, whole_is_output=True):
+        """Index i of `part` is index offset + i*step of `whole` (concat segments, split pieces, slices)."""
+        if part is None or whole is None:
+            return
+        n = self.space.sizes[part]
+        self.space.link(part, np.arange(n), whole, offset + step * np.arange(n))
+        if role:
+            out, src = (whole, part) if whole_is_output else (part, whole)
+            self.source(out, src, role)
+
+    def source(self, out, src, role):
+        if out is None:
+            return
+        self.record.sources.setdefault(out, []).append((src, role))
+        self.record.order.setdefault(out, len(self.record.order))
+
+    def never_zero(self, out):
+        """The output along `out` is not zero even when every input is (sigmoid(0) = 0.5)."""
+        self.source(out, SENTINEL, ADD)
+
+    def contract(self, *dims):
+        """The node sums over these coupled indices: removing them is exact only if one operand is zero there."""
+        dims = [d for d in dims if d is not None]
+        if dims:
+            self.record.contracts.append((self.label, dims))
+
+    def consumer(self, tensor, axis):
+        self._role(tensor, axis, "consumer")
+
+    def follower(self, tensor, axis):
+        self._role(tensor, axis, "follower")
+
+    def _role(self, tensor, axis, role):
+        d = self.d(tensor, axis)
+        if d is not None and self.is_param(tensor):
+            self.record.roles[d] = role
+
+    def pin(self, tensor, axis, reason):
+        d = self.d(tensor, axis)
+        if d is not None:
+            self.space.pin(d, reason)
+
+    def pin_all(self, reason):
+        for tensor in list(self.node.input) + list(self.node.output):
+            if tensor:
+                for d in self.dims(tensor):
+                    if d is not None:
+                        self.space.pin(d, reason)
+
+    def broadcast(self, role, inputs=None):
+        """Numpy broadcasting: couple each input axis to the output axis it lines up with."""
+        out = self.output()
+        out_rank = self.rank(out)
+        if out_rank is None:
+            return self.pin_all(f"{self.label}: output shape unknown")
+        for i in (range(len(self.node.input)) if inputs is None else inputs):
+            tensor = self.input(i)
+            if tensor is None:
+                continue
+            rank = self.rank(tensor)
+            if rank is None:
+                return self.pin_all(f"{self.label}: input shape unknown")
+            for axis in range(out_rank):
+                in_axis = axis - (out_rank - rank)
+                o = self.d(out, axis)
+                a = self.d(tensor, in_axis) if in_axis >= 0 else None
+                if a is not None and o is not None and self.space.sizes[a] == self.space.sizes[o]:
+                    self.same(a, o, role)
+                elif o is not None and role == ADD:
+                    self.source(o, SENTINEL, ADD)  # a broadcast operand is the same for every channel

@@ -1,0 +1,513 @@
+"""How each ONNX operator couples the axes of its inputs and outputs: one entry per op type.
+
+A rule receives a NodeContext and states couplings (same/block/offset), zero behaviour
+(sources, never_zero, contract), roles of parameter axes (consumer/follower) and pins.
+An op missing from RULES is a barrier: every axis it touches is pinned ("no rule for <op>").
+"""
+import numpy as np
+
+from .context import ADD, MUL
+
+# --- elementwise ---------------------------------------------------------------------------
+
+
+def zero_preserving(ctx):
+    """f(0) = 0 elementwise: zero channels stay zero."""
+    ctx.broadcast(MUL, inputs=[0])
+
+
+def not_zero_preserving(ctx):
+    """f(0) != 0 (sigmoid, exp): a zero channel becomes a constant, so it is not zero after this op."""
+    ctx.broadcast(ADD, inputs=[0])
+    for d in ctx.dims(ctx.output()):
+        ctx.never_zero(d)
+
+
+def additive(ctx):
+    """Sum-like: the output channel is zero only when every operand's channel is."""
+    ctx.broadcast(ADD)
+
+
+def multiplicative(ctx):
+    """Product-like: one zero operand makes the output channel zero."""
+    ctx.broadcast(MUL)
+
+
+def divide(ctx):
+    """A / B: zero where A is; B (a divisor) travels with the channel but is never zeroed."""
+    ctx.broadcast(MUL, inputs=[0])
+    ctx.broadcast(None, inputs=[1])
+    for axis in range(ctx.rank(ctx.input(1)) or 0):
+        ctx.follower(ctx.input(1), axis)
+
+
+def where(ctx):
+    ctx.broadcast(None, inputs=[0])
+    ctx.broadcast(ADD, inputs=[1, 2])
+
+
+def clip(ctx):
+    low = ctx.const(ctx.input(1)) if ctx.input(1) else ctx.attr("min", -np.inf)
+    high = ctx.const(ctx.input(2)) if ctx.input(2) else ctx.attr("max", np.inf)
+    if low is None or high is None:
+        return ctx.pin_all(f"{ctx.label}: bounds computed at run time")
+    (zero_preserving if float(low) <= 0.0 <= float(high) else not_zero_preserving)(ctx)
+
+
+def prelu(ctx):
+    ctx.broadcast(MUL, inputs=[0])
+    ctx.broadcast(None, inputs=[1])
+    for axis in range(ctx.rank(ctx.input(1)) or 0):
+        ctx.follower(ctx.input(1), axis)  # slope of a zero input does not matter
+
+
+def power(ctx):
+    exponent = ctx.const(ctx.input(1))
+    if exponent is not None and np.all(exponent > 0):
+        return zero_preserving(ctx)
+    not_zero_preserving(ctx)
+
+
+# --- linear layers -------------------------------------------------------------------------
+
+
+def conv(ctx):
+    """x (N, C, ...), W (M, C/g, k...), B (M): out (N, M, ...)."""
+    x, w, b, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    group = ctx.attr("group", 1)
+    ctx.same(ctx.d(w, 0), ctx.d(out, 1), MUL)
+    if b:
+        ctx.same(ctx.d(b, 0), ctx.d(out, 1), ADD)
+    if group == 1:
+        ctx.same(ctx.d(x, 1), ctx.d(w, 1))
+        ctx.consumer(w, 1)
+        ctx.contract(ctx.d(x, 1), ctx.d(w, 1))
+    else:
+        _conv_groups(ctx, x, out, group, in_per_group=ctx.shape(w)[1])
+        ctx.source(ctx.d(out, 1), ctx.d(x, 1), MUL)
+
+
+def conv_transpose(ctx):
+    """x (N, C, ...), W (C, M/g, k...), B (M): out (N, M, ...)."""
+    x, w, b, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    group = ctx.attr("group", 1)
+    if b:
+        ctx.same(ctx.d(b, 0), ctx.d(out, 1), ADD)
+    if group == 1:
+        ctx.same(ctx.d(w, 1), ctx.d(out, 1), MUL)
+        ctx.same(ctx.d(x, 1), ctx.d(w, 0))
+        ctx.consumer(w, 0)
+        ctx.contract(ctx.d(x, 1), ctx.d(w, 0))
+    else:
+        ctx.same(ctx.d(x, 1), ctx.d(w, 0))
+        _conv_groups(ctx, x, out, group, in_per_group=ctx.shape(x)[1] // group)
+        ctx.source(ctx.d(out, 1), ctx.d(w, 0), MUL)
+        ctx.source(ctx.d(out, 1), ctx.d(x, 1), MUL)
+
+
+def _conv_groups(ctx, x, out, group, in_per_group):
+    """Grouped/depthwise conv: a whole conv group (its input and output channels) is one ZIG."""
+    virtual = ctx.space.dim(f"{ctx.node.output[0]}#groups", 0, group)
+    out_per_group = ctx.shape(out)[1] // group
+    ctx.block(virtual, ctx.d(x, 1), in_per_group) if in_per_group > 1 else ctx.same(virtual, ctx.d(x, 1))
+    ctx.block(virtual, ctx.d(out, 1), out_per_group) if out_per_group > 1 else ctx.same(virtual, ctx.d(out, 1))
+
+
+def gemm(ctx):
+    """out (M, N) = alpha * A' B' + beta * C, with A' = A or A^T, B' = B or B^T."""
+    a, b, c, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    a_m, a_k = (1, 0) if ctx.attr("transA", 0) else (0, 1)
+    b_k, b_n = (1, 0) if ctx.attr("transB", 0) else (0, 1)
+    _contract_pair(ctx, a, a_k, b, b_k)
+    ctx.same(ctx.d(a, a_m), ctx.d(out, 0), MUL)
+    ctx.same(ctx.d(b, b_n), ctx.d(out, 1), MUL)
+    if c:
+        ctx.broadcast(ADD, inputs=[2])
+
+
+def matmul(ctx):
+    """Numpy matmul: (..., M, K) @ (..., K, N); batch axes broadcast; 1-D operands have no M or N."""
+    a, b, out = ctx.input(0), ctx.input(1), ctx.output()
+    ra, rb, ro = ctx.rank(a), ctx.rank(b), ctx.rank(out)
+    if None in (ra, rb, ro):
+        return ctx.pin_all(f"{ctx.label}: shapes unknown")
+    _contract_pair(ctx, a, ra - 1, b, max(rb - 2, 0))
+    if ra >= 2:
+        ctx.same(ctx.d(a, ra - 2), ctx.d(out, ro - 2 if rb >= 2 else ro - 1), MUL)
+    if rb >= 2:
+        ctx.same(ctx.d(b, rb - 1), ctx.d(out, ro - 1), MUL)
+    batch = ro - (ra >= 2) - (rb >= 2)
+    for axis in range(batch):
+        for operand, rank in ((a, ra), (b, rb)):
+            in_axis = axis - (batch - (rank - 2))
+            if rank > 2 and in_axis >= 0:
+                src, dst = ctx.d(operand, in_axis), ctx.d(out, axis)
+                if src is not None and dst is not None and ctx.space.sizes[src] == ctx.space.sizes[dst]:
+                    ctx.same(src, dst, MUL)
+
+
+def _contract_pair(ctx, a, a_axis, b, b_axis):
+    ctx.same(ctx.d(a, a_axis), ctx.d(b, b_axis))
+    ctx.consumer(a, a_axis)
+    ctx.consumer(b, b_axis)
+    ctx.contract(ctx.d(a, a_axis), ctx.d(b, b_axis))
+
+
+def gather(ctx):
+    """Embedding lookup (data rows picked by indices) or picking along an activation axis."""
+    data, indices, out = ctx.input(0), ctx.input(1), ctx.output()
+    axis = ctx.attr("axis", 0)
+    rd, ri = ctx.rank(data), ctx.rank(indices)
+    if rd is None or ri is None:
+        return ctx.pin_all(f"{ctx.label}: shapes unknown")
+    axis %= rd
+    ctx.pin(data, axis, f"{ctx.label} selects along this axis")
+    for in_axis in range(rd):
+        if in_axis != axis:
+            out_axis = in_axis if in_axis < axis else in_axis + ri - 1
+            ctx.same(ctx.d(data, in_axis), ctx.d(out, out_axis), MUL)
+    for k in range(ri):
+        ctx.pin(out, axis + k, f"{ctx.label}: axis comes from the indices")
+
+
+# --- normalization ---------------------------------------------------------------------------
+
+
+def batch_norm(ctx):
+    """Inference-mode BatchNorm: y = scale * (x - mean) / sqrt(var + eps) + bias, per channel (axis 1)."""
+    x, scale, bias, mean, var = (ctx.input(i) for i in range(5))
+    y = ctx.d(ctx.output(), 1)
+    ctx.same(ctx.d(x, 1), y)
+    ctx.same(ctx.d(scale, 0), y, MUL)
+    ctx.same(ctx.d(bias, 0), y, ADD)
+    for stat in (mean, var):
+        ctx.same(ctx.d(stat, 0), y)
+        ctx.follower(stat, 0)
+
+
+def instance_norm(ctx):
+    """Per-sample, per-channel statistics: a zero channel stays zero before the affine part."""
+    x, scale, bias = ctx.input(0), ctx.input(1), ctx.input(2)
+    y = ctx.d(ctx.output(), 1)
+    ctx.same(ctx.d(x, 1), y, MUL)
+    ctx.same(ctx.d(scale, 0), y, MUL)
+    ctx.same(ctx.d(bias, 0), y, ADD)
+
+
+def layer_norm(ctx):
+    """Normalizes over axes [axis, rank): zeros there change the statistics, so those axes are pinned."""
+    x = ctx.input(0)
+    rank = ctx.rank(x)
+    if rank is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    axis = ctx.attr("axis", -1) % rank
+    reason = f"normalized over by {ctx.label}"
+    for a in range(axis, rank):
+        ctx.pin(x, a, reason)
+        ctx.pin(ctx.output(), a, reason)
+        for k in (1, 2):
+            if ctx.input(k):
+                ctx.pin(ctx.input(k), a - axis, reason)
+    for a in range(axis):
+        ctx.same(ctx.d(x, a), ctx.d(ctx.output(), a), MUL)
+
+
+def group_norm(ctx):
+    ctx.pin_all(f"channels normalized together by {ctx.label}")
+
+
+def softmax(ctx):
+    """Softmax over one axis: that axis is pinned; the others pass, but never as zero (softmax(0) = 1/n)."""
+    x, out = ctx.input(0), ctx.output()
+    rank = ctx.rank(x)
+    if rank is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    axis = ctx.attr("axis", -1) % rank
+    ctx.pin(x, axis, f"normalized over by {ctx.label}")
+    ctx.pin(out, axis, f"normalized over by {ctx.label}")
+    for a in range(rank):
+        if a != axis:
+            ctx.same(ctx.d(x, a), ctx.d(out, a), ADD)
+            ctx.never_zero(ctx.d(out, a))
+
+
+# --- reductions and pooling ----------------------------------------------------------------
+
+
+def pool(ctx):
+    """Pooling keeps batch and channel axes; zeros pool to zero (max of zeros, mean of zeros)."""
+    for a in (0, 1):
+        ctx.same(ctx.d(ctx.input(0), a), ctx.d(ctx.output(), a), MUL)
+
+
+def reduce_rule(sum_like):
+    """Reductions: kept axes pass; a reduced axis sums (exact when zero) or normalizes (pinned)."""
+
+    def rule(ctx):
+        x, out = ctx.input(0), ctx.output()
+        rank = ctx.rank(x)
+        if rank is None:
+            return ctx.pin_all(f"{ctx.label}: shape unknown")
+        axes = ctx.axes_from(1)
+        if axes is None and ctx.input(1):
+            return ctx.pin_all(f"{ctx.label}: axes computed at run time")
+        if not axes:
+            axes = [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
+        axes = sorted(a % rank for a in axes)
+        keep = ctx.attr("keepdims", 1)
+        out_axis = 0
+        for a in range(rank):
+            if a in axes:
+                if sum_like:
+                    ctx.contract(ctx.d(x, a))
+                else:
+                    ctx.pin(x, a, f"reduced over by {ctx.label}")
+                out_axis += keep
+                continue
+            ctx.same(ctx.d(x, a), ctx.d(out, out_axis), MUL)
+            out_axis += 1
+
+    return rule
+
+
+# --- data movement ---------------------------------------------------------------------------
+
+
+def transpose(ctx):
+    x, out = ctx.input(0), ctx.output()
+    rank = ctx.rank(x)
+    if rank is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    perm = ctx.attr("perm", list(reversed(range(rank))))
+    for out_axis, in_axis in enumerate(perm):
+        ctx.same(ctx.d(x, in_axis), ctx.d(out, out_axis), MUL)
+
+
+def concat(ctx):
+    out = ctx.output()
+    rank = ctx.rank(out)
+    if rank is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    axis = ctx.attr("axis") % rank
+    start = 0
+    for x in ctx.node.input:
+        shape = ctx.shape(x)
+        if shape is None or not isinstance(shape[axis], int):
+            return ctx.pin_all(f"{ctx.label}: input sizes unknown")
+        for a in range(rank):
+            if a == axis:
+                ctx.offset(ctx.d(x, a), ctx.d(out, a), start, role=ADD)
+            else:
+                ctx.same(ctx.d(x, a), ctx.d(out, a), ADD)
+        start += shape[axis]
+
+
+def split(ctx):
+    x = ctx.input(0)
+    rank = ctx.rank(x)
+    if rank is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    axis = ctx.attr("axis", 0) % rank
+    start = 0
+    for out in ctx.node.output:
+        shape = ctx.shape(out)
+        if shape is None or not isinstance(shape[axis], int):
+            return ctx.pin_all(f"{ctx.label}: output sizes unknown")
+        for a in range(rank):
+            if a == axis:
+                ctx.offset(ctx.d(out, a), ctx.d(x, a), start, role=MUL, whole_is_output=False)
+            else:
+                ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
+        start += shape[axis]
+
+
+def slice_rule(ctx):
+    x, out = ctx.input(0), ctx.output()
+    shape = ctx.shape(x)
+    starts, ends = ctx.const(ctx.input(1)), ctx.const(ctx.input(2))
+    axes = ctx.const(ctx.input(3)) if ctx.input(3) else None
+    steps = ctx.const(ctx.input(4)) if ctx.input(4) else None
+    if shape is None or starts is None or ends is None or (ctx.input(3) and axes is None) or (ctx.input(4) and steps is None):
+        return ctx.pin_all(f"{ctx.label}: bounds computed at run time")
+    axes = list(range(len(starts))) if axes is None else [int(a) % len(shape) for a in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    sliced = {}
+    for a, s, e, step in zip(axes, starts, ends, steps):
+        if not isinstance(shape[a], int):
+            return ctx.pin_all(f"{ctx.label}: slices a dynamic axis")
+        sliced[a] = slice(int(s), int(e), step).indices(shape[a])
+    for a in range(len(shape)):
+        if a in sliced:
+            first, _, step = sliced[a]
+            ctx.offset(ctx.d(out, a), ctx.d(x, a), first, step, role=MUL, whole_is_output=False)
+        else:
+            ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
+
+
+def pad(ctx):
+    x, out = ctx.input(0), ctx.output()
+    rank = ctx.rank(x)
+    pads = ctx.const(ctx.input(1)) if ctx.input(1) else ctx.attr("pads")
+    value = ctx.const(ctx.input(2)) if ctx.input(2) else ctx.attr("value", 0.0)
+    if rank is None or pads is None or value is None:
+        return ctx.pin_all(f"{ctx.label}: pads computed at run time")
+    pads = [int(p) for p in pads]
+    axes = ctx.const(ctx.input(3)) if ctx.input(3) else None
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    begin = dict(zip(axes, pads[:len(axes)]))
+    end = dict(zip(axes, pads[len(axes):]))
+    nonzero_fill = ctx.attr("mode", b"constant") in (b"constant", "constant") and float(np.max(np.abs(value))) != 0.0
+    for a in range(rank):
+        if begin.get(a, 0) or end.get(a, 0):
+            ctx.pin(x, a, f"padded by {ctx.label}")
+            ctx.pin(out, a, f"padded by {ctx.label}")
+            continue
+        ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
+        if nonzero_fill:
+            ctx.never_zero(ctx.d(out, a))
+
+
+def reshape(ctx):
+    """Match axes by products: 1:1 axes couple; a split axis couples with its outer part, a merge too.
+
+    (N, C, H, W) -> (N, C*H*W): channel c is the block [c*H*W, (c+1)*H*W);
+    (N, S, H*d) -> (N, S, H, d): head h is the block [h*d, (h+1)*d); the inner axes are pinned.
+    """
+    x, out = ctx.input(0), ctx.output()
+    runs = match_reshape(ctx.shape(x), ctx.shape(out))
+    if runs is None:
+        return ctx.pin_all(f"{ctx.label}: cannot map axes (shapes {ctx.shape(x)} -> {ctx.shape(out)})")
+    for ins, outs in runs:
+        in_dims = [ctx.d(x, a) for a in ins]
+        out_dims = [ctx.d(out, a) for a in outs]
+        if len(ins) == 1 and len(outs) == 1:
+            ctx.same(in_dims[0], out_dims[0], MUL)
+        elif len(ins) == 1:
+            _split_axis(ctx, in_dims[0], out_dims, outs)
+        elif len(outs) == 1:
+            _merge_axes(ctx, in_dims, out_dims[0], ins)
+        else:
+            for d in in_dims + out_dims:
+                if d is not None:
+                    ctx.space.pin(d, f"{ctx.label}: axes regrouped")
+
+
+def _split_axis(ctx, whole, parts, axes):
+    sizes = [ctx.shape(ctx.output())[a] for a in axes]
+    outer = next(k for k, s in enumerate(sizes) if s > 1)
+    ctx.block(parts[outer], whole, int(np.prod(sizes[outer + 1:])), role=MUL, fine_is_output=False)
+    for k, d in enumerate(parts):
+        if k != outer and d is not None:
+            ctx.space.pin(d, f"inner axis of a split by {ctx.label}")
+
+
+def _merge_axes(ctx, parts, whole, axes):
+    sizes = [ctx.shape(ctx.input(0))[a] for a in axes]
+    outer = next(k for k, s in enumerate(sizes) if s > 1)
+    ctx.block(parts[outer], whole, int(np.prod(sizes[outer + 1:])), role=MUL)
+    for k, d in enumerate(parts):
+        if k != outer and d is not None:
+            ctx.space.pin(d, f"inner axis of a merge by {ctx.label}")
+
+
+def match_reshape(src, dst):
+    """Pair runs of axes with equal products: [(input axes, output axes)]; None when they don't match."""
+    if src is None or dst is None:
+        return None
+    runs, i, j = [], 0, 0
+    while True:
+        while i < len(src) and src[i] == 1:
+            i += 1
+        while j < len(dst) and dst[j] == 1:
+            j += 1
+        if i == len(src) or j == len(dst):
+            return runs if i == len(src) and j == len(dst) else None
+        a, b = src[i], dst[j]
+        if not isinstance(a, int) or not isinstance(b, int):
+            if a != b or a is None:
+                return None
+            runs.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        ins, outs, pa, pb = [i], [j], a, b
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb:
+                if i == len(src) or not isinstance(src[i], int):
+                    return None
+                pa, ins, i = pa * src[i], ins + [i], i + 1
+            else:
+                if j == len(dst) or not isinstance(dst[j], int):
+                    return None
+                pb, outs, j = pb * dst[j], outs + [j], j + 1
+        runs.append((ins, outs))
+
+
+def squeeze_like(ctx):
+    """Squeeze/Unsqueeze/Flatten are reshapes whose output shape inference already knows."""
+    reshape(ctx)
+
+
+def keep_channels(ctx):
+    """Resize/Upsample/Expand/Tile: axes whose size is unchanged pass through."""
+    x, out = ctx.input(0), ctx.output()
+    sx, so = ctx.shape(x), ctx.shape(out)
+    if sx is None or so is None:
+        return ctx.pin_all(f"{ctx.label}: shape unknown")
+    shift = len(so) - len(sx)
+    for a in range(len(so)):
+        src = ctx.d(x, a - shift) if a >= shift else None
+        dst = ctx.d(out, a)
+        if src is not None and dst is not None and ctx.space.sizes[src] == ctx.space.sizes[dst]:
+            ctx.same(src, dst, MUL)
+        elif src is not None:
+            ctx.pin(x, a - shift, f"resized by {ctx.label}")
+
+
+def no_coupling(ctx):
+    """Reads only shapes (Shape, Size) or makes integers: nothing to couple, nothing pinned."""
+
+
+RULES = {
+    **dict.fromkeys(["Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Tanh", "Erf", "Gelu", "HardSwish",
+                     "Mish", "Abs", "Neg", "Sign", "Sin", "Floor", "Ceil", "Round", "Sqrt",
+                     "Softsign", "ThresholdedRelu", "Identity", "Dropout", "Cast", "Atan", "Asin",
+                     "Sinh", "Tan", "Asinh", "Atanh"], zero_preserving),
+    **dict.fromkeys(["Sigmoid", "HardSigmoid", "Exp", "Softplus", "Cos", "Log", "Reciprocal",
+                     "Cosh", "Acos", "Acosh", "Not"], not_zero_preserving),
+    "Clip": clip,
+    "PRelu": prelu,
+    "Pow": power,
+    **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean"], additive),
+    "Mul": multiplicative,
+    "Div": divide,
+    "Where": where,
+    "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "Gather": gather,
+    "BatchNormalization": batch_norm,
+    "InstanceNormalization": instance_norm,
+    "LayerNormalization": layer_norm,
+    "GroupNormalization": group_norm,
+    "LRN": group_norm,
+    "Softmax": softmax,
+    "LogSoftmax": softmax,
+    **dict.fromkeys(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+                     "GlobalLpPool"], pool),
+    **dict.fromkeys(["ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"], reduce_rule(sum_like=True)),
+    **dict.fromkeys(["ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceLogSumExp",
+                     "ReduceLogSum"], reduce_rule(sum_like=False)),
+    "Transpose": transpose,
+    "Concat": concat,
+    "Split": split,
+    "Slice": slice_rule,
+    "Pad": pad,
+    "Reshape": reshape,
+    "Flatten": squeeze_like,
+    "Squeeze": squeeze_like,
+    "Unsqueeze": squeeze_like,
+    **dict.fromkeys(["Resize", "Upsample", "Expand", "Tile"], keep_channels),
+    **dict.fromkeys(["Shape", "Size", "ConstantOfShape", "Range", "NonZero", "Constant"], no_coupling),
+}
