@@ -204,10 +204,10 @@ def layer_norm(ctx):
     reason = f"normalized over by {ctx.label}"
     for a in range(axis, rank):
         ctx.pin(x, a, reason)
-        ctx.pin(ctx.output(), a, reason)
+        ctx.same(ctx.d(x, a), ctx.d(ctx.output(), a))  # coupled, so the table shows one pinned group
         for k in (1, 2):
             if ctx.input(k):
-                ctx.pin(ctx.input(k), a - axis, reason)
+                ctx.same(ctx.d(ctx.input(k), a - axis), ctx.d(ctx.output(), a))
     for a in range(axis):
         ctx.same(ctx.d(x, a), ctx.d(ctx.output(), a), MUL)
 
@@ -224,7 +224,7 @@ def softmax(ctx):
         return ctx.pin_all(f"{ctx.label}: shape unknown")
     axis = ctx.attr("axis", -1) % rank
     ctx.pin(x, axis, f"normalized over by {ctx.label}")
-    ctx.pin(out, axis, f"normalized over by {ctx.label}")
+    ctx.same(ctx.d(x, axis), ctx.d(out, axis))
     for a in range(rank):
         if a != axis:
             ctx.same(ctx.d(x, a), ctx.d(out, a), ADD)

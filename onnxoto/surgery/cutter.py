@@ -1,0 +1,166 @@
+"""Build the smaller model: slice initializers, rewrite shape constants, re-check."""
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import ModelError
+from ..graph import infer_shapes
+from ..groups import reduced_shapes, removed_positions
+from .shapes import REWRITERS, set_attribute
+
+
+class ConstantEditor:
+    """Reads and rewrites the constant vectors a node takes (shapes, sizes, bounds), one copy per node."""
+
+    def __init__(self, graph, removed, shapes):
+        self.graph, self.removed, self.shapes = graph, removed, shapes
+        self.inits = {t.name: t for t in graph.initializer}
+        self.producers = {o: n for n in graph.node for o in n.output}
+
+    def attr(self, node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def set_attr(self, node, name, value):
+        set_attribute(node, name, value)
+
+    def remove_attr(self, node, name):
+        for a in node.attribute:
+            if a.name == name:
+                node.attribute.remove(a)
+                return
+
+    def set_sizes_input(self, node, i, values):
+        while len(node.input) <= i:
+            node.input.append("")
+        name = f"{node.name or node.output[0]}_sizes"
+        node.input[i] = self._add(name, values, numpy_helper.from_array(np.zeros(len(values), np.int64)))
+
+    def vector(self, node, i):
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        init = self.inits.get(node.input[i])
+        if init is None:
+            return None
+        return [int(v) for v in numpy_helper.to_array(init).ravel()]
+
+    def rewrite_vector(self, node, i, fix):
+        """Replace input i (an initializer, or a Concat of initializers and run-time pieces) by fix(values)."""
+        name = node.input[i]
+        if name in self.inits:
+            values = fix(self.vector(node, i))
+            node.input[i] = self._add(f"{name}_cut_{node.name or node.output[0]}", values, self.inits[name])
+            return
+        concat = self.producers.get(name)
+        if concat is None or concat.op_type != "Concat":
+            raise ModelError(f"{node.op_type} '{node.name}': its shape input '{name}' is computed at run time")
+        pieces = []  # (input position, constant values or None, width)
+        for k, piece in enumerate(concat.input):
+            if piece in self.inits:
+                values = [int(v) for v in numpy_helper.to_array(self.inits[piece]).ravel()]
+                pieces.append((k, values, len(values)))
+            else:
+                shape = self.shapes.get(piece)
+                if not shape or not isinstance(shape[0], int):
+                    raise ModelError(f"{node.op_type} '{node.name}': cannot rewrite its run-time shape")
+                pieces.append((k, None, shape[0]))
+        fixed = fix([v for _, values, width in pieces for v in (values or [0] * width)])
+        copy = onnx.NodeProto()
+        copy.CopyFrom(concat)
+        start = 0
+        for k, values, width in pieces:
+            new = [int(v) for v in fixed[start:start + width]]
+            if values is not None and new != values:
+                piece = concat.input[k]
+                copy.input[k] = self._add(f"{piece}_cut_{node.name or node.output[0]}", new, self.inits[piece])
+            start += width
+        self._insert_own_copy(copy, concat, node, i)
+
+    def _insert_own_copy(self, copy, concat, node, i):
+        """The Concat may be shared by several readers: `node` alone gets the rewritten copy."""
+        suffix = f"_cut_{node.name or node.output[0]}"
+        copy.name = concat.name + suffix
+        copy.output[0] = concat.output[0] + suffix
+        self.graph.node.insert(list(self.graph.node).index(concat) + 1, copy)
+        node.input[i] = copy.output[0]
+
+    def _add(self, name, values, like):
+        array = np.array(values, dtype=numpy_helper.to_array(like).dtype).reshape(tuple(like.dims))
+        while name in self.inits:
+            name += "_"
+        tensor = numpy_helper.from_array(array, name)
+        self.graph.initializer.append(tensor)
+        self.inits[name] = tensor
+        return name
+
+
+def cut(model, groups, keep):
+    """The pruned ModelProto: ZIGs where keep[group id] is False are removed everywhere."""
+    for g in groups:
+        mask = keep.get(g.id)
+        if mask is not None and not mask.any():
+            raise ModelError(f"group {g.id}: cannot remove every channel (erasing operators is separate)")
+    removed = removed_positions(groups, keep)
+    new_shapes = reduced_shapes(model.shapes, removed)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    graph = proto.graph
+    _slice_initializers(graph, removed)
+    edit = ConstantEditor(graph, removed, model.shapes)
+    for node in list(graph.node):
+        rewriter = REWRITERS.get(node.op_type)
+        if rewriter is not None and node.domain in ("", "ai.onnx"):
+            rewriter(node, new_shapes, model.shapes, edit)
+    _drop_unused_initializers(graph)
+    del graph.value_info[:]
+    proto = infer_shapes(proto, model.name)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ModelError(f"cut model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    return proto
+
+
+def _slice_initializers(graph, removed):
+    by_tensor = {}
+    for (tensor, axis), positions in removed.items():
+        by_tensor.setdefault(tensor, []).append((axis, positions))
+    for k, init in enumerate(graph.initializer):
+        if init.name not in by_tensor:
+            continue
+        array = numpy_helper.to_array(init)
+        for axis, positions in by_tensor[init.name]:
+            array = np.delete(array, positions, axis=axis)
+        graph.initializer[k].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init.name))
+
+
+def _drop_unused_initializers(graph):
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
+def zero_out(model, groups, keep):
+    """The trained-then-zeroed model M0: producer slices of removed ZIGs set to 0, nothing cut."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    zeroed = {}
+    for g in groups:
+        mask = keep.get(g.id)
+        if mask is None or mask.all():
+            continue
+        for s in g.producers:
+            zeroed.setdefault(s.name, []).append((s.axis, s.index[~mask].ravel()))
+    for k, init in enumerate(proto.graph.initializer):
+        if init.name in zeroed:
+            array = numpy_helper.to_array(init).copy()
+            for axis, positions in zeroed[init.name]:
+                index = [slice(None)] * array.ndim
+                index[axis] = positions
+                array[tuple(index)] = 0
+            proto.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
+    return proto

@@ -1,0 +1,31 @@
+"""Random inputs for a model: symbolic dims get small sizes, integer inputs stay within embedding range."""
+import numpy as np
+from onnx import helper, numpy_helper
+
+SYMBOLIC_SIZE = 2
+
+
+def random_inputs(model, rng, batch=SYMBOLIC_SIZE):
+    """Feed dict for a normalized graph.Model."""
+    feeds = {}
+    for name in model.input_names:
+        shape = tuple(d if isinstance(d, int) else batch for d in (model.shapes.get(name) or ()))
+        dtype = helper.tensor_dtype_to_np_dtype(model.dtypes[name])
+        if np.issubdtype(dtype, np.integer):
+            feeds[name] = rng.integers(0, _index_limit(model, name), size=shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[name] = rng.random(shape) > 0.5
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def _index_limit(model, name):
+    """Largest safe index for an integer input: the row count of the table it gathers from."""
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+            data = model.initializers.get(node.input[0])
+            if data is not None:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                return int(data.dims[axis])
+    return 10
