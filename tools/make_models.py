@@ -437,8 +437,15 @@ def export_dynamo(model, name, path):
 
 
 def bring_down(path):
-    """Make a file loadable by onnxruntime-training 1.19: opset <= 21, IR <= 10, no external data."""
+    """Make a file loadable by onnxruntime-training 1.19: opset <= 21, IR <= 10, no external data.
+
+    Also drops the per-node stack traces the dynamo exporter records (absolute paths, line
+    numbers): they double the file size and make every regeneration a diff.
+    """
     m = onnx.load(path)
+    for node in m.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
     opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
     if opset > MAX_OPSET:
         m = onnx.version_converter.convert_version(m, MAX_OPSET)
