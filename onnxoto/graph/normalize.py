@@ -2,11 +2,13 @@
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
 from ..errors import ModelError
 
 PASS_THROUGH_OPS = {"Identity", "Dropout"}
+ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
 
 
 def normalize(model, name="model"):

@@ -4,12 +4,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .build import build_groups
-from .cost import model_cost
+from .cost import model_cost, node_flops
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .masks import keep_all, reduced_shapes, removed_positions
 
 __all__ = ["Analysis", "analyze", "Group", "ParamSlice", "DimSlice", "PRODUCER", "CONSUMER", "FOLLOWER",
-           "removed_positions", "reduced_shapes", "keep_all"]
+           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost"]
 
 
 @dataclass
@@ -37,15 +37,32 @@ def analyze(model):
     groups = build_groups(model)
     params, flops = model_cost(model)
     analysis = Analysis(model, groups, params, flops)
+    readers = {i: n for n in reversed(model.graph.node) for i in n.input}
     for g in groups:
-        g.params = int(sum(_slice_numel(model, s) for s in g.slices))
-        g.params_per_zig = g.params / g.num_zigs
+        first = (g.producers or g.slices)[0].name
+        g.layer = readers[first].name if first in readers else ""
         if g.prunable:
             one = {g.id: np.arange(g.num_zigs) != 0}
-            _, cut_flops = analysis.predict_cost(one)
-            g.flops_per_zig = float(flops - cut_flops)
-            g.flops = g.flops_per_zig * g.num_zigs
+            cut_params, cut_flops = analysis.predict_cost(one)
+            g.params_per_zig, g.flops_per_zig = float(params - cut_params), float(flops - cut_flops)
+        else:
+            g.params_per_zig = sum(_slice_numel(model, s) for s in g.slices) / g.num_zigs
+        g.params, g.flops = int(round(g.params_per_zig * g.num_zigs)), g.flops_per_zig * g.num_zigs
     return analysis
+
+
+def prunable_params(analysis):
+    """Parameter elements that some prunable group could remove (each element counted once)."""
+    touched = {}
+    for g in analysis.prunable:
+        for s in g.slices:
+            touched.setdefault(s.name, {}).setdefault(s.axis, set()).update(s.index.ravel().tolist())
+    total = 0
+    for name, axes in touched.items():
+        shape = analysis.model.shapes[name]
+        untouched = int(np.prod([size - len(axes.get(a, ())) for a, size in enumerate(shape)]))
+        total += int(np.prod(shape)) - untouched
+    return total
 
 
 def _slice_numel(model, s):

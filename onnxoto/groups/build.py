@@ -109,6 +109,8 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
     for c in sorted(signature):
         if c in comps.pinned_classes:
             return comps.pinned_classes[c]
+    if len(next(iter(slices)).index) < 2:
+        return "a single channel: cutting it would remove the operator (see erasing)"
     if not any(s.role == PRODUCER for s in slices):
         return "no parameter produces these channels"
     in_group = {d for c in signature for d in members[c]}

@@ -41,8 +41,8 @@ def _matmul(node, shape):
 FLOPS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul}
 
 
-def node_flops(node, shapes):
-    """FLOPs of one node; 0 when its shapes are unknown."""
+def node_flops(node, shapes, is_float=lambda name: True):
+    """FLOPs of one node; 0 when its shapes are unknown. Integer outputs (shape arithmetic) cost nothing."""
     def shape(name):
         s = shapes.get(name)
         if s is None:
@@ -51,7 +51,7 @@ def node_flops(node, shapes):
     try:
         if node.op_type in FLOPS:
             return FLOPS[node.op_type](node, shape)
-        return sum(_numel(shape(o)) for o in node.output if o)
+        return sum(_numel(shape(o)) for o in node.output if o and is_float(o))
     except (KeyError, IndexError):
         return 0
 
@@ -60,5 +60,5 @@ def model_cost(model, shapes=None):
     """(params, flops) of a normalized Model; `shapes` overrides its shapes (a predicted cut)."""
     shapes = model.shapes if shapes is None else shapes
     params = sum(_numel(shapes[t.name]) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
-    flops = sum(node_flops(node, shapes) for node in model.graph.node)
+    flops = sum(node_flops(node, shapes, model.is_float) for node in model.graph.node)
     return params, flops

@@ -38,7 +38,8 @@ class Group:
     slices: list = field(default_factory=list)  # ParamSlice, the initializer parts
     prunable: bool = True
     reason: str = ""
-    params: int = 0  # parameter elements in the group's slices
+    layer: str = ""  # the node that reads the first producer slice, for people reading tables
+    params: int = 0  # parameter elements removed if every ZIG were cut, linear estimate
     flops: float = 0.0  # FLOPs removed if every ZIG but none were cut, linear estimate: flops_per_zig * num_zigs
     flops_per_zig: float = 0.0
     params_per_zig: float = 0.0

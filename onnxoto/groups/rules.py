@@ -424,7 +424,8 @@ def match_reshape(src, dst):
             return runs if i == len(src) and j == len(dst) else None
         a, b = src[i], dst[j]
         if not isinstance(a, int) or not isinstance(b, int):
-            if a != b or a is None:
+            fresh = isinstance(a, str) and isinstance(b, str) and b not in src and a not in dst
+            if (a != b and not fresh) or a is None:  # a fresh symbol (from -1) stands for the one it replaces
                 return None
             runs.append(([i], [j]))
             i, j = i + 1, j + 1

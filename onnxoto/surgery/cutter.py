@@ -113,8 +113,9 @@ def cut(model, groups, keep):
         rewriter = REWRITERS.get(node.op_type)
         if rewriter is not None and node.domain in ("", "ai.onnx"):
             rewriter(node, new_shapes, model.shapes, edit)
+    _drop_dead_nodes(graph)
     _drop_unused_initializers(graph)
-    del graph.value_info[:]
+    _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
     proto = infer_shapes(proto, model.name)
     try:
         onnx.checker.check_model(proto)
@@ -134,6 +135,33 @@ def _slice_initializers(graph, removed):
         for axis, positions in by_tensor[init.name]:
             array = np.delete(array, positions, axis=axis)
         graph.initializer[k].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init.name))
+
+
+def _update_value_info(graph, new_shapes, changed):
+    """Keep the exporter's shape annotations, with the cut sizes where they changed."""
+    produced = {o for n in graph.node for o in n.output}
+    kept = []
+    for info in graph.value_info:
+        if info.name not in produced:
+            continue
+        if info.name in changed:
+            for dim, size in zip(info.type.tensor_type.shape.dim, new_shapes[info.name]):
+                if isinstance(size, int):
+                    dim.dim_value = size
+        kept.append(info)
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
+def _drop_dead_nodes(graph):
+    """Nodes whose outputs nobody reads (shape Concats replaced by per-reader copies)."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        alive = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(alive) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(alive)
 
 
 def _drop_unused_initializers(graph):

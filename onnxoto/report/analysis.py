@@ -1,0 +1,35 @@
+"""What `onnxoto analyze` prints and writes."""
+from ..groups import prunable_params
+from .table import format_table, human
+
+
+def analysis_json(analysis):
+    return {
+        "model": analysis.model.name,
+        "params": int(analysis.params),
+        "flops": int(analysis.flops),
+        "prunable_params": prunable_params(analysis),
+        "groups": [{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "prunable": g.prunable, "reason": g.reason,
+                    "params": int(g.params), "flops": int(g.flops), "params_per_zig": g.params_per_zig,
+                    "flops_per_zig": g.flops_per_zig, "initializers": g.initializers,
+                    "zig_width": {s.name: int(s.index.shape[1]) for s in g.slices}}
+                   for g in analysis.groups],
+    }
+
+
+def analysis_text(analysis):
+    rows = []
+    for g in analysis.groups:
+        status = "prunable" if g.prunable else f"no: {g.reason}"
+        rows.append([g.id, g.layer, g.num_zigs, _share(g.params, analysis.params),
+                     _share(g.flops, analysis.flops) if g.prunable else "-", status])
+    table = format_table(["group", "layer", "channels", "params", "flops", "prunable"], rows)
+    prunable = prunable_params(analysis)
+    summary = (f"{analysis.model.name}: {human(analysis.params)} params, {human(analysis.flops)} FLOPs, "
+               f"{len(analysis.prunable)}/{len(analysis.groups)} groups prunable covering "
+               f"{_share(prunable, analysis.params)} of params (params/flops columns: removed if the whole group were cut)")
+    return f"{table}\n\n{summary}"
+
+
+def _share(part, whole):
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
