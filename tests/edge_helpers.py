@@ -143,17 +143,13 @@ def _copy(proto):
 
 
 def _expose_intermediates(proto):
+    """Add every typed intermediate tensor (value_info, as shape inference leaves it) to the graph outputs."""
     graph = proto.graph
     have = {o.name for o in graph.output} | {i.name for i in graph.input} | {t.name for t in graph.initializer}
     for info in graph.value_info:
-        if info.name not in have and info.type.tensor_type.elem_type == FLOAT:
+        if info.name not in have and info.type.tensor_type.elem_type:
             graph.output.append(info)
             have.add(info.name)
-    for node in graph.node:
-        for name in node.output:
-            if name and name not in have:
-                graph.output.append(helper.make_tensor_value_info(name, FLOAT, None))
-                have.add(name)
 
 
 # --- zero invariance ----------------------------------------------------------------------------
@@ -240,3 +236,24 @@ def group_of(analysis, param, axis=None):
 
 def slice_of(group, param, axis=None):
     return next(s for s in group.slices if s.name == param and (axis is None or s.axis == axis))
+
+
+def analyze_checked(proto, name="test", run_check=True):
+    """Analyze `proto`; unless told not to, check zero invariance of every prunable group in onnxruntime."""
+    analysis = analyze_proto(proto, name)
+    if run_check:
+        check_zero_invariance(analysis)
+    return analysis
+
+
+def between_convs(make_middle, c=8, c_out=None, opset=17, hw=8):
+    """x -> conv 'pre' (3 -> c) -> make_middle(net, h) -> conv 'post' (c_out -> 4) -> y; returns the ModelProto.
+
+    make_middle returns the tensor fed to 'post'; c_out is its channel count (default c).
+    """
+    n = Net(opset=opset)
+    h = n.conv(n.input(shape=("N", 3, hw, hw)), 3, c, name="pre")
+    h = make_middle(n, h)
+    w = n.weight("post.weight", (4, c_out or c, 1, 1))
+    n.op("Conv", [h, w, n.weight("post.bias", (4,), scale=0.1)], outputs=["y"], name="post", kernel_shape=[1, 1])
+    return n.model("y")
