@@ -1,0 +1,217 @@
+"""Loading: bad input gives one ModelError line naming the problem; odd but valid models load and normalize."""
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edge_helpers import Net, analyze_proto, run
+from onnxoto.errors import ModelError
+from onnxoto.graph import load
+from onnxoto.groups import analyze
+
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+EDGE = os.path.join(MODELS, "edge_bn_unfolded.onnx")
+
+
+def load_error(path, **kwargs):
+    """The ModelError load raises, checked to be one line with no chained traceback."""
+    with pytest.raises(ModelError) as info:
+        load(path, **kwargs)
+    message = str(info.value)
+    assert message and "\n" not in message, repr(message)
+    assert "Traceback" not in message
+    error = info.value
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__), "chained traceback"
+    return message
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def small_model(opset=17, ir_version=8):
+    n = Net(opset=opset)
+    h = n.op("Relu", [n.conv(n.input(), 3, 4, name="conv1")])
+    n.conv(h, 4, 2, name="conv2")
+    n.nodes[-1].output[0] = "y"
+    return n.model("y", ir_version=ir_version)
+
+
+# --- bad files -----------------------------------------------------------------------------------
+
+def test_random_bytes(tmp_path):
+    path = write(tmp_path, "noise.onnx", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert "noise.onnx" in load_error(path)
+
+
+def test_text_file(tmp_path):
+    path = write(tmp_path, "notes.onnx", b"This is a README, not a model.\nSecond line.\n")
+    message = load_error(path)
+    assert "notes.onnx" in message and "ONNX" in message
+
+
+def test_empty_file(tmp_path):
+    assert "empty" in load_error(write(tmp_path, "empty.onnx", b""))
+
+
+def test_truncated_model(tmp_path):
+    data = open(EDGE, "rb").read()
+    message = load_error(write(tmp_path, "half.onnx", data[:len(data) // 2]))
+    assert "half.onnx" in message
+
+
+def test_missing_file(tmp_path):
+    message = load_error(tmp_path / "nowhere.onnx")
+    assert "nowhere.onnx" in message and "no such file" in message
+
+
+def test_directory_is_not_a_model(tmp_path):
+    assert "no such file" in load_error(tmp_path)
+
+
+def test_opset_too_new(tmp_path):
+    model = small_model()
+    model.opset_import[0].version = 99
+    path = tmp_path / "future.onnx"
+    onnx.save(model, path)
+    message = load_error(path)
+    assert "opset 99" in message
+
+
+# --- external data -------------------------------------------------------------------------------
+
+def _with_external(tmp_path, location, write_data=True):
+    """A model whose conv1.weight lives in `location` (relative to the model file or absolute)."""
+    model = small_model()
+    tensor = next(t for t in model.graph.initializer if t.name == "conv1.weight")
+    raw = numpy_helper.to_array(tensor).tobytes()
+    target = location if os.path.isabs(location) else os.path.join(tmp_path / "model", location)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if write_data:
+        with open(target, "wb") as f:
+            f.write(raw)
+    tensor.ClearField("raw_data")
+    del tensor.float_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
+        tensor.external_data.append(onnx.StringStringEntryProto(key=key, value=value))
+    path = tmp_path / "model" / "m.onnx"
+    os.makedirs(path.parent, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_external_data_escaping_the_folder(tmp_path):
+    message = load_error(_with_external(tmp_path, "../secret.bin"))
+    assert "../secret.bin" in message and "outside" in message
+
+
+def test_external_data_at_an_absolute_path(tmp_path):
+    secret = str(tmp_path / "elsewhere" / "secret.bin")
+    message = load_error(_with_external(tmp_path, secret))
+    assert "outside" in message
+
+
+def test_external_data_file_missing(tmp_path):
+    message = load_error(_with_external(tmp_path, "weights.bin", write_data=False))
+    assert "weights.bin" in message and "missing" in message
+
+
+def test_external_data_inside_the_folder_loads(tmp_path):
+    model = load(_with_external(tmp_path, "data/weights.bin"))
+    weight = numpy_helper.to_array(model.initializers["conv1.weight"])
+    expected = numpy_helper.to_array(next(t for t in small_model().graph.initializer if t.name == "conv1.weight"))
+    assert np.array_equal(weight, expected)
+
+
+# --- domains and versions ------------------------------------------------------------------------
+
+CUSTOM = os.path.join(MODELS, "edge_custom_op.onnx")
+
+
+def test_unknown_domain_refused_when_strict():
+    message = load_error(CUSTOM, strict=True)
+    assert "com.example" in message and "Foo" in message
+
+
+def test_unknown_domain_is_a_barrier_when_not_strict():
+    a = analyze(load(CUSTOM, strict=False))
+    reasons = {g.id: g.reason for g in a.groups}
+    assert reasons["conv1.weight:0"] == "no rule for com.example.Foo"
+
+
+def test_opset_9_gemm_is_converted_up(tmp_path):
+    n = Net(opset=9)
+    h = n.op("Relu", [n.linear(n.input(shape=[2, 16]), 16, 8, name="fc1")])
+    n.linear(h, 8, 4, name="fc2")
+    n.nodes[-1].output[0] = "y"
+    proto = n.model("y", ir_version=4)
+    path = tmp_path / "old.onnx"
+    onnx.save(proto, path)
+    model = load(path)
+    opset = next(i.version for i in model.proto.opset_import if i.domain in ("", "ai.onnx"))
+    assert opset >= 11
+    assert [node.op_type for node in model.graph.node].count("Gemm") == 2
+    feed = {"x": np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)}
+    assert np.allclose(run(model.proto, feed)["y"], run(proto, feed)["y"], atol=1e-5)
+
+
+def test_ir_version_11_is_brought_down(tmp_path):
+    path = tmp_path / "ir11.onnx"
+    onnx.save(small_model(ir_version=11), path)
+    model = load(path)
+    assert model.proto.ir_version <= 10
+    run(model.proto)
+
+
+# --- sharing -------------------------------------------------------------------------------------
+
+def test_identity_shared_zero_bias_is_unshared():
+    model = load(os.path.join(MODELS, "edge_shared_zero_bias.onnx"))
+    convs = {node.name: node for node in model.graph.node if node.op_type == "Conv"}
+    assert not any(node.op_type == "Identity" for node in model.graph.node)
+    bias1, bias2 = convs["conv1"].input[2], convs["conv2"].input[2]
+    assert bias1 != bias2
+    assert bias1 in model.initializers and bias2 in model.initializers
+    a = analyze(model)
+    assert [g.id for g in a.groups if g.slices[0].name == "conv1.weight" and g.slices[0].axis == 0] != \
+           [g.id for g in a.groups if g.slices[0].name == "conv2.weight" and g.slices[0].axis == 0]
+
+
+def test_uniform_initializer_shared_without_identity_is_unshared():
+    """The same economy without Identity nodes: two convs name one all-zero bias directly."""
+    n = Net()
+    zero = n.const("zero_bias", np.zeros(4, np.float32))
+    h = n.op("Conv", ["x", n.weight("c1.weight", (4, 3, 1, 1)), zero], name="c1")
+    n.inputs.append(helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8]))
+    h = n.op("Conv", [n.op("Relu", [h]), n.weight("c2.weight", (4, 4, 1, 1)), zero], name="c2")
+    n.op("Conv", [n.op("Relu", [h]), n.weight("c3.weight", (2, 4, 1, 1))], outputs=["y"], name="c3")
+    a = analyze_proto(n.model("y"))
+    c1 = next(g for g in a.groups if any(s.name == "c1.weight" and s.axis == 0 for s in g.slices))
+    assert not any(s.name == "c2.weight" and s.axis == 0 for s in c1.slices)
+    assert c1.prunable
+
+
+def test_tied_weight_stays_one_initializer():
+    model = load(os.path.join(MODELS, "edge_tied_weight.onnx"))
+    readers = [node.name for node in model.graph.node if "tied.weight" in node.input]
+    assert sorted(readers) == ["matmul1", "matmul2"]
+    assert [t.name for t in model.graph.initializer].count("tied.weight") == 1
+
+
+def test_constant_nodes_become_initializers():
+    model = load(os.path.join(MODELS, "edge_constant_weights.onnx"))
+    assert not any(node.op_type == "Constant" for node in model.graph.node)
+    assert {"conv1.weight", "conv2.weight", "fc.weight"} <= set(model.initializers)
+
+
+def test_loading_writes_nothing(tmp_path):
+    source = tmp_path / "m.onnx"
+    shutil.copy(EDGE, source)
+    load(source)
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
