@@ -15,11 +15,17 @@ def load(path, strict=False):
     analysis passes strict=False and shows such operators as barriers.
     """
     name = os.path.basename(os.fspath(path))
-    return from_proto(read_model(path), name, strict)
+    return _normalized(read_model(path), name, strict)
 
 
 def from_proto(proto, name="model", strict=False):
-    """Normalize an in-memory ModelProto."""
+    """Normalize a copy of an in-memory ModelProto."""
+    copy = type(proto)()
+    copy.CopyFrom(proto)
+    return _normalized(copy, name, strict)
+
+
+def _normalized(proto, name, strict):
     if strict:
         check_domains(proto, name)
     proto = bring_versions_in_range(proto, name)

@@ -12,23 +12,61 @@ ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its opt
 
 
 def normalize(model, name="model"):
-    """Return a normalized copy of `model` (see module docstring)."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    """Normalize `model` (see module docstring); it is changed in place and returned."""
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     _drop_pass_through(model.graph)
     model = _fold_constants(model, name)
     _unshare_uniform_initializers(model.graph)
+    drop_unused_initializers(model.graph)
     return infer_shapes(model, name)
 
 
+def drop_unused_initializers(graph):
+    """Initializers no node reads (left behind by bypassed Identity nodes or cut shape constants)."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
 def infer_shapes(model, name="model"):
-    """Run ONNX shape inference (with value propagation), raising ModelError when the model is invalid."""
+    """Run ONNX shape inference (with value propagation) in place; raise ModelError when the model is invalid.
+
+    Inference runs on a skeleton whose large float initializers are declared inputs, so a
+    multi-gigabyte model is not serialized for it.
+    """
     try:
-        return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(_skeleton(model), strict_mode=True, data_prop=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name}: shape inference failed ({first[:300]})") from None
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
+
+
+SKELETON_MIN_SIZE = 64  # float initializers with more elements than this travel as declared inputs
+
+
+def _skeleton(model):
+    skeleton = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                               functions=model.functions)
+    graph = skeleton.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    declared = {i.name for i in model.graph.input}
+    for t in model.graph.initializer:
+        if t.data_type in FLOAT_TYPES and np.prod(t.dims) > SKELETON_MIN_SIZE:
+            if t.name not in declared:
+                graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            graph.initializer.append(t)
+    return skeleton
 
 
 def _drop_pass_through(graph):
@@ -66,12 +104,16 @@ def _drop_pass_through(graph):
 
 def _fold_constants(model, name):
     """Fold Constant nodes and constant subgraphs (shape arithmetic included) into initializers."""
+    if not _has_foldable_nodes(model.graph):
+        _constant_nodes_to_initializers(model.graph)
+        return model
     try:
-        model = shape_inference.infer_shapes(model, data_prop=True)
-        graph = gs.import_onnx(model)
+        graph = gs.import_onnx(infer_shapes(model, name))
         graph.toposort()
         graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False).toposort()
         folded = gs.export_onnx(graph, do_type_check=False)
+    except ModelError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name}: cannot fold constants ({first[:300]})") from None
@@ -80,6 +122,17 @@ def _fold_constants(model, name):
     folded.opset_import.extend(model.opset_import)
     _constant_nodes_to_initializers(folded.graph)
     return folded
+
+
+def _has_foldable_nodes(graph):
+    """Whether some node computes from constants only, or reads a shape."""
+    constant = {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("Shape", "Size") or (node.input and all(i in constant or not i for i in node.input)):
+            return True
+        if node.op_type == "Constant":
+            constant.update(node.output)
+    return False
 
 
 def _constant_nodes_to_initializers(graph):

@@ -5,6 +5,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from ..graph import infer_shapes
+from ..graph.normalize import drop_unused_initializers
 from ..groups import reduced_shapes, removed_positions
 from .shapes import REWRITERS, set_attribute
 
@@ -114,7 +115,7 @@ def cut(model, groups, keep):
         if rewriter is not None and node.domain in ("", "ai.onnx"):
             rewriter(node, new_shapes, model.shapes, edit)
     _drop_dead_nodes(graph)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
     proto = infer_shapes(proto, model.name)
     try:
@@ -162,14 +163,6 @@ def _drop_dead_nodes(graph):
             return
         del graph.node[:]
         graph.node.extend(alive)
-
-
-def _drop_unused_initializers(graph):
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
 
 
 def zero_out(model, groups, keep):
