@@ -215,3 +215,9 @@ def test_loading_writes_nothing(tmp_path):
     shutil.copy(EDGE, source)
     load(source)
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.25, 0.4, 0.6, 0.75, 0.9, 0.99])
+def test_truncated_anywhere_is_a_model_error(tmp_path, fraction):
+    data = open(os.path.join(MODELS, "edge_sigmoid_gate.onnx"), "rb").read()
+    load_error(write(tmp_path, "cut.onnx", data[:int(len(data) * fraction)]))

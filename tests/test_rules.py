@@ -240,6 +240,23 @@ def test_broadcast_over_spatial_axes_couples_channels():
     assert_prunable(group_of(a, "pre.weight", 0), 8)
 
 
+@pytest.mark.xfail(strict=True, reason="rules.divide: a divisor coupled to the group's channels is zeroed with them "
+                                      "(num / relu(conv)): 0/0 = NaN, yet the group is reported prunable")
+def test_dividing_by_the_pruned_channels_blocks_pruning():
+    def middle(n, h):
+        return n.op("Div", [n.weight("num", (8, 1, 1)), n.op("Relu", [h])])
+
+    g = pre_group(between_convs(middle), run_check=False)
+    assert not g.prunable
+
+
+def test_dividing_by_a_never_zero_function_of_the_channels_is_fine():
+    def middle(n, h):
+        return n.op("Div", [n.weight("num", (8, 1, 1)), n.op("Add", [n.op("Abs", [h]), n.const("eps", np.float32(1.0))])])
+
+    assert_prunable(pre_group(between_convs(middle)), 8)
+
+
 def test_adding_a_scalar_constant_blocks_pruning():
     g = pre_group(between_convs(lambda n, h: n.op("Add", [h, n.const("one", np.float32(1.0))])))
     assert_unprunable(g, "not exactly zero")
