@@ -3,8 +3,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
+from onnx import helper
 
 from ..errors import ModelError
+from ..groups import removed_positions
 from ..surgery import cut, zero_out
 from .inputs import random_inputs
 
@@ -88,14 +90,49 @@ def subset_sizes(num_zigs, subsets):
 def check_group(model, groups, group, removed, feeds):
     keep = {group.id: np.ones(group.num_zigs, bool)}
     keep[group.id][removed] = False
+    extra = penultimate_tensors(model)
     try:
-        zeroed = run(zero_out(model, groups, keep), feeds)
-        pruned = run(cut(model, groups, keep), feeds)
+        zeroed = run(with_outputs(zero_out(model, groups, keep), extra), feeds)
+        pruned = run(with_outputs(cut(model, groups, keep), extra), feeds)
     except ModelError as exc:
         return Check(group.id, len(removed), float("inf"), str(exc))
     except Exception as exc:  # onnxruntime refusing the cut model is a failed check, reported as such
         return Check(group.id, len(removed), float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    return Check(group.id, len(removed), relative_difference(zeroed, pruned))
+    gone = removed_positions(groups, keep)
+    n = len(model.output_names)
+    kept = [_kept_part(t, name, gone) for t, name in zip(zeroed[n:], extra)]
+    return Check(group.id, len(removed), relative_difference(zeroed[:n] + kept, pruned))
+
+
+def penultimate_tensors(model):
+    """Activations feeding the nodes that make the outputs: compared too, since an output can be
+    blind to its input (a zero-initialised head gives zero logits whatever happens before it)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    names = []
+    for out in model.output_names:
+        node = producers.get(out)
+        for name in (node.input if node is not None else []):
+            if name and name not in model.initializers and model.is_float(name) and name not in names \
+                    and name not in model.output_names:
+                names.append(name)
+    return names
+
+
+def with_outputs(proto, names):
+    """The model with extra graph outputs (type only: shapes may differ between M0 and M1)."""
+    known = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.value_info) + list(proto.graph.input)}
+    for name in names:
+        proto.graph.output.append(helper.make_tensor_value_info(name, known.get(name, 1), None))
+    return proto
+
+
+def _kept_part(array, name, gone):
+    """M0's tensor restricted to the positions that survive the cut, to compare with M1's."""
+    for axis in range(array.ndim):
+        positions = gone.get((name, axis))
+        if positions is not None:
+            array = np.delete(array, positions, axis=axis)
+    return array
 
 
 def certify(analysis, subsets=3, seed=0):

@@ -1,0 +1,72 @@
+"""The certificate can fail: broken analyses are caught, including behind a blind output layer."""
+import json
+import os
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from onnxoto import graph, groups, verify
+from onnxoto.cli import main
+
+MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
+
+
+def _without_bias_slices(analysis):
+    """An analysis that forgets to zero the biases: zeroing no longer silences the channel."""
+    for g in analysis.prunable:
+        g.slices = [s for s in g.slices if not (s.role == groups.PRODUCER and len(analysis.model.shapes[s.name]) == 1)]
+    return analysis
+
+
+def test_certificate_fails_when_producers_are_missing():
+    analysis = _without_bias_slices(groups.analyze(graph.load(os.path.join(MODELS, "vgg_bnfolded.onnx"))))
+    cert = verify.certify(analysis, subsets=2)
+    assert not cert.passed
+    assert cert.max_rel_diff > verify.TOLERANCE
+
+
+def test_blind_output_layer_still_checks_what_feeds_it(tmp_path):
+    """Zero the classifier: logits are 0 for M0 and M1 alike, but the features feeding it differ."""
+    model = onnx.load(os.path.join(MODELS, "vgg_bnfolded.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = producers[model.graph.output[0].name]
+    for init in model.graph.initializer:
+        if init.name in head.input:
+            init.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name))
+    path = tmp_path / "blind.onnx"
+    onnx.save(model, path)
+    analysis = _without_bias_slices(groups.analyze(graph.load(path)))
+    assert not verify.certify(analysis, subsets=2).passed
+
+
+def test_verify_command_certifies_and_writes_json(tmp_path):
+    out = tmp_path / "cert.json"
+    result = CliRunner().invoke(main, ["verify", os.path.join(MODELS, "resnet.onnx"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "verified 6/6 prunable groups" in result.output
+    cert = json.loads(out.read_text())
+    assert {"groups_total", "groups_prunable", "groups_verified", "max_rel_diff", "failures"} <= set(cert)
+    assert cert["groups_verified"] == cert["groups_prunable"] == 6 and cert["failures"] == []
+
+
+def test_analyze_command_table_and_json(tmp_path):
+    out = tmp_path / "groups.json"
+    result = CliRunner().invoke(main, ["analyze", os.path.join(MODELS, "densenet.onnx"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "groups prunable" in result.output
+    data = json.loads(out.read_text())
+    assert {"model", "params", "flops", "groups"} <= set(data)
+    assert {"id", "channels", "prunable", "reason", "params", "flops", "initializers"} <= set(data["groups"][0])
+    assert any(not g["prunable"] and "graph input" in g["reason"] for g in data["groups"])
+
+
+def test_bad_model_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"definitely not protobuf \x00\xff" * 10)
+    for command in ("analyze", "verify"):
+        result = CliRunner().invoke(main, [command, str(bad)])
+        assert result.exit_code == 2
+        assert result.output.strip().count("\n") == 0 and "bad.onnx" in result.output
+        assert "Traceback" not in result.output
