@@ -146,8 +146,9 @@ def _expose_intermediates(proto):
     """Add every typed intermediate tensor (value_info, as shape inference leaves it) to the graph outputs."""
     graph = proto.graph
     have = {o.name for o in graph.output} | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    produced = {name for node in graph.node for name in node.output}
     for info in graph.value_info:
-        if info.name not in have and info.type.tensor_type.elem_type:
+        if info.name in produced and info.name not in have and info.type.tensor_type.elem_type:
             graph.output.append(info)
             have.add(info.name)
 

@@ -383,6 +383,19 @@ def test_reshape_minus_1_chw_is_a_flatten():
     assert np.array_equal(slice_of(g, "fc.weight", 1).index, FLATTEN_BLOCKS)
 
 
+@pytest.mark.xfail(strict=True, reason="x.view(x.size(0), -1) as TorchScript exports it (Shape-Gather-Unsqueeze-Concat "
+                                      "target): the Reshape output infers as ('N', 'unk'), the rule cannot map axes and "
+                                      "pins the conv before it")
+def test_reshape_to_a_runtime_batch_and_minus_1_is_a_flatten():
+    def flatten(n, h):
+        batch = n.op("Unsqueeze", [n.op("Gather", [n.op("Shape", [h]), n.ints("zero", 0)], axis=0), n.ints("ax0", [0])])
+        return n.op("Reshape", [h, n.op("Concat", [batch, n.ints("minus1", [-1])], axis=0)])
+
+    g = group_of(_flatten_head(flatten), "pre.weight", 0)
+    assert_prunable(g, 4)
+    assert np.array_equal(slice_of(g, "fc.weight", 1).index, FLATTEN_BLOCKS)
+
+
 def test_squeeze_and_unsqueeze_keep_channels():
     def flatten(n, h):
         h = n.op("Squeeze", [n.op("GlobalAveragePool", [h]), n.ints("axes", [2, 3])])  # (N, 4)
