@@ -396,6 +396,18 @@ def test_reshape_to_a_runtime_batch_and_minus_1_is_a_flatten():
     assert np.array_equal(slice_of(g, "fc.weight", 1).index, FLATTEN_BLOCKS)
 
 
+@pytest.mark.xfail(strict=True, reason="tf2onnx/Keras flatten of an NHWC map (Transpose then Reshape [0, -1]): channel c "
+                                      "is the strided set c + C*k, but the reshape rule only knows blocks and pins the "
+                                      "channel as 'inner axis of a merge'")
+def test_flatten_after_nhwc_transpose_maps_a_channel_to_a_strided_set():
+    def flatten(n, h):
+        return n.op("Reshape", [n.op("Transpose", [h], perm=[0, 2, 3, 1]), n.ints("shape", [0, -1])])
+
+    g = group_of(_flatten_head(flatten), "pre.weight", 0)
+    assert_prunable(g, 4)
+    assert np.array_equal(slice_of(g, "fc.weight", 1).index, np.arange(16).reshape(4, 4).T)
+
+
 def test_squeeze_and_unsqueeze_keep_channels():
     def flatten(n, h):
         h = n.op("Squeeze", [n.op("GlobalAveragePool", [h]), n.ints("axes", [2, 3])])  # (N, 4)
