@@ -2,15 +2,19 @@
 
     python tools/check_models.py zoo [STEM ...]        # models/<stem>.onnx against torch references
     python tools/check_models.py fmnist DATA_DIR [FULL_X.npy FULL_Y.npy]
+    python tools/check_models.py train [STEM ...]      # can onnxruntime-training train the file as is?
 
 zoo: onnx.checker (full), strict shape inference, IR <= 10 and opset <= 21, onnxruntime
 CPU outputs within 1e-4 (relative to the output's scale) of the torch outputs saved by
 tools/make_models.py, and a run at another batch size.
 fmnist: accuracy of onnxoto/data/fmnist_resnet.onnx on the bundled and full test sets,
 and a few onnxruntime-training steps on it (artifacts built without torch).
+train: for each zoo file, build artifacts straight from the exported graph (no rewriting)
+and take two AdamW steps, each in its own process (the builder can die of SIGFPE).
 """
 import glob
 import os
+import subprocess
 import sys
 import tempfile
 import types
@@ -111,17 +115,21 @@ def check_fmnist(data_dir, full_x=None, full_y=None):
     train_steps(m, train["x"][:64], train["labels"][:64])
 
 
-def train_steps(model, x, labels, steps=3):
-    """Build training artifacts for the float weights (not BN running stats) and take a few SGD steps."""
+def trainable_names(model):
+    """Float weight initializers: everything float and non-scalar except BN running statistics."""
+    running = {n.input[i] for n in model.graph.node if n.op_type == "BatchNormalization" for i in (3, 4)}
+    return [t.name for t in model.graph.initializer
+            if t.data_type == onnx.TensorProto.FLOAT and t.name not in running and len(t.dims) > 0]
+
+
+def train_steps(model, x, target, steps=3, loss="CrossEntropyLoss"):
+    """Build training artifacts for the float weights (not BN running stats) and take a few AdamW steps."""
     artifacts, CheckpointState, Module, Optimizer = import_training_api()
-    running = {n.input[3] for n in model.graph.node if n.op_type == "BatchNormalization"}
-    running |= {n.input[4] for n in model.graph.node if n.op_type == "BatchNormalization"}
-    params = [t.name for t in model.graph.initializer
-              if t.data_type == onnx.TensorProto.FLOAT and t.name not in running and len(t.dims) > 0]
+    params = trainable_names(model)
     frozen = [t.name for t in model.graph.initializer if t.name not in params]
     work = tempfile.mkdtemp()
     artifacts.generate_artifacts(model, requires_grad=params, frozen_params=frozen,
-                                 loss=artifacts.LossType.CrossEntropyLoss,
+                                 loss=getattr(artifacts.LossType, loss),
                                  optimizer=artifacts.OptimType.AdamW, artifact_directory=work)
     state = CheckpointState.load_checkpoint(os.path.join(work, "checkpoint"))
     module = Module(os.path.join(work, "training_model.onnx"), state, os.path.join(work, "eval_model.onnx"))
@@ -130,20 +138,43 @@ def train_steps(model, x, labels, steps=3):
     module.train()
     losses = []
     for _ in range(steps):
-        losses.append(float(module(x, labels)))
+        losses.append(float(module(x, target)))
         opt.step()
         module.lazy_reset_grad()
     print(f"onnxruntime-training: {len(params)} trainable tensors, losses "
-          + " ".join(f"{v:.4f}" for v in losses))
+          + " ".join(f"{v:.4f}" for v in losses), flush=True)
+
+
+def train_one(stem):
+    """Child process: train models/<stem>.onnx on its reference input (MSE for image outputs)."""
+    model = onnx.load(os.path.join(MODELS, stem + ".onnx"))
+    ref = np.load(os.path.join(REF_DIR, stem + ".npz"))
+    if ref["y"].ndim == 2:
+        train_steps(model, ref["x"], np.arange(len(ref["x"]), dtype=np.int64) % ref["y"].shape[1], steps=2)
+    else:
+        train_steps(model, ref["x"], ref["y"].astype(np.float32), steps=2, loss="MSELoss")
+
+
+def check_training(stems):
+    stems = stems or sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(REF_DIR, "*.npz")))
+    for stem in stems:
+        r = subprocess.run([sys.executable, __file__, "train-one", stem], capture_output=True, text=True)
+        out = [ln for ln in (r.stdout + r.stderr).splitlines() if "[I:onnxruntime" not in ln and ln.strip()]
+        if r.returncode == 0:
+            print(f"trains  {stem:28s} {out[-1]}")
+        elif r.returncode < 0:
+            print(f"CRASH   {stem:28s} killed by signal {-r.returncode}")
+        else:
+            error = next((ln for ln in reversed(out) if "Error" in ln), out[-1] if out else "")
+            print(f"FAILS   {stem:28s} {error[-220:]}")
 
 
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("zoo", "fmnist"):
+    commands = {"zoo": check_zoo, "train": check_training,
+                "train-one": lambda args: train_one(*args), "fmnist": lambda args: check_fmnist(*args)}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    if sys.argv[1] == "zoo":
-        check_zoo(sys.argv[2:])
-    else:
-        check_fmnist(*sys.argv[2:])
+    commands[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

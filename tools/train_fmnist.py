@@ -82,16 +82,15 @@ def train(model, x, y, epochs, batch, lr):
         for i in range(0, len(x), batch):
             j = perm[i:i + batch]
             xb, yb = x[j], y[j]
-            if True:  # random horizontal flip: clothes are mirror-symmetric
-                flip = torch.rand(len(xb), generator=gen) < 0.5
-                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+            flip = torch.rand(len(xb), generator=gen) < 0.5  # clothes are mirror-symmetric
+            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
             logits = model(xb)
             loss = nn.functional.cross_entropy(logits, yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(j)
+            total += loss.item() * len(j)
             correct += int((logits.argmax(1) == yb).sum())
         print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}, train acc {correct / len(x):.4f}, "
               f"{time.time() - t0:.0f} s", flush=True)
