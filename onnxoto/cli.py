@@ -66,6 +66,7 @@ def verify(model, subsets, seed, json_path):
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
         click.echo(f"FAIL {check.group} ({check.removed} ZIGs cut): {detail}")
     click.echo(f"verified {cert.groups_verified}/{cert.groups_prunable} prunable groups, "
+               f"{cert.units_verified}/{cert.units_total} erasable branches, "
                f"max rel diff {cert.max_rel_diff:.3g} (tolerance {verifier.TOLERANCE:g})")
     if json_path:
         write_json(json_path, cert.to_json())

@@ -186,8 +186,6 @@ def test_opset_9_cnn_is_converted_and_computes_the_same(tmp_path):
     assert analyze(model).group("conv1.weight:0").prunable
 
 
-@pytest.mark.xfail(strict=True, reason="graph.normalize keeps value_info (and Model.shapes) for the output of a dropped "
-                                      "Dropout after version conversion; no node produces it")
 def test_normalized_value_info_names_only_tensors_that_exist(tmp_path):
     model = from_proto(_opset_9_cnn(), "old_cnn")
     exists = {o for node in model.graph.node for o in node.output} | set(model.input_names) | set(model.initializers)

@@ -146,8 +146,6 @@ def test_layer_norm_pins_the_normalized_axis_only():
     assert_unprunable(group_of(a, "ln.scale", 0), "normalized over by LayerNormalization")
 
 
-@pytest.mark.xfail(strict=True, reason="graph.normalize: onnx 1.17 strict shape inference gives GroupNormalization's "
-                                      "output no type, so a model onnxruntime runs fails to load")
 def test_group_norm_is_unprunable():
     def middle(n, h):
         return n.op("GroupNormalization", [h, n.weight("gn.scale", (8,), offset=1.0), n.weight("gn.bias", (8,))],
@@ -240,8 +238,6 @@ def test_broadcast_over_spatial_axes_couples_channels():
     assert_prunable(group_of(a, "pre.weight", 0), 8)
 
 
-@pytest.mark.xfail(strict=True, reason="rules.divide: a divisor coupled to the group's channels is zeroed with them "
-                                      "(num / relu(conv)): 0/0 = NaN, yet the group is reported prunable")
 def test_dividing_by_the_pruned_channels_blocks_pruning():
     def middle(n, h):
         return n.op("Div", [n.weight("num", (8, 1, 1)), n.op("Relu", [h])])
@@ -383,9 +379,6 @@ def test_reshape_minus_1_chw_is_a_flatten():
     assert np.array_equal(slice_of(g, "fc.weight", 1).index, FLATTEN_BLOCKS)
 
 
-@pytest.mark.xfail(strict=True, reason="x.view(x.size(0), -1) as TorchScript exports it (Shape-Gather-Unsqueeze-Concat "
-                                      "target): the Reshape output infers as ('N', 'unk'), the rule cannot map axes and "
-                                      "pins the conv before it")
 def test_reshape_to_a_runtime_batch_and_minus_1_is_a_flatten():
     def flatten(n, h):
         batch = n.op("Unsqueeze", [n.op("Gather", [n.op("Shape", [h]), n.ints("zero", 0)], axis=0), n.ints("ax0", [0])])
@@ -396,9 +389,6 @@ def test_reshape_to_a_runtime_batch_and_minus_1_is_a_flatten():
     assert np.array_equal(slice_of(g, "fc.weight", 1).index, FLATTEN_BLOCKS)
 
 
-@pytest.mark.xfail(strict=True, reason="tf2onnx/Keras flatten of an NHWC map (Transpose then Reshape [0, -1]): channel c "
-                                      "is the strided set c + C*k, but the reshape rule only knows blocks and pins the "
-                                      "channel as 'inner axis of a merge'")
 def test_flatten_after_nhwc_transpose_maps_a_channel_to_a_strided_set():
     def flatten(n, h):
         return n.op("Reshape", [n.op("Transpose", [h], perm=[0, 2, 3, 1]), n.ints("shape", [0, -1])])

@@ -45,7 +45,7 @@ def test_verify_command_certifies_and_writes_json(tmp_path):
     out = tmp_path / "cert.json"
     result = CliRunner().invoke(main, ["verify", os.path.join(MODELS, "resnet.onnx"), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "verified 6/6 prunable groups" in result.output
+    assert "verified 6/6 prunable groups, 5/5 erasable branches" in result.output
     cert = json.loads(out.read_text())
     assert {"groups_total", "groups_prunable", "groups_verified", "max_rel_diff", "failures"} <= set(cert)
     assert cert["groups_verified"] == cert["groups_prunable"] == 6 and cert["failures"] == []
@@ -70,3 +70,23 @@ def test_bad_model_is_one_line_exit_2(tmp_path):
         assert result.exit_code == 2
         assert result.output.strip().count("\n") == 0 and "bad.onnx" in result.output
         assert "Traceback" not in result.output
+
+
+def test_residual_models_have_erasable_branches_that_certify():
+    expected = {"resnet.onnx": 5, "mobilenetv2.onnx": 2, "convnext.onnx": 3, "transformer.onnx": 4,
+                "transformer_dynamo.onnx": 4}
+    for name, count in expected.items():
+        analysis = groups.analyze(graph.load(os.path.join(MODELS, name)))
+        assert len(analysis.erasable) == count, name
+        cert = verify.certify(analysis, subsets=1)
+        assert cert.units_verified == count and cert.passed, name
+
+
+def test_a_branch_with_a_bias_after_a_non_zero_preserving_op_is_not_erasable():
+    # SE's gate (Sigmoid) sits inside the residual branch of se.onnx, but the branch's last op
+    # is a Mul by the features, so zero weights still give a zero branch: it is erasable.
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "se.onnx")))
+    assert [u.join for u in analysis.erasable]
+    # U-Net and DenseNet have no residual Add: nothing to erase.
+    for name in ("unet.onnx", "densenet.onnx"):
+        assert groups.analyze(graph.load(os.path.join(MODELS, name))).erasable == []

@@ -19,7 +19,29 @@ def normalize(model, name="model"):
     model = _fold_constants(model, name)
     _unshare_uniform_initializers(model.graph)
     drop_unused_initializers(model.graph)
-    return infer_shapes(model, name)
+    infer_shapes(model, name)
+    if _name_reshape_outputs(model):
+        infer_shapes(model, name)  # let the named sizes flow downstream
+    return model
+
+
+def _name_reshape_outputs(model):
+    """Give Reshape outputs that inference left as fresh symbols (a -1, a run-time target) their size."""
+    info = {v.name: v for v in model.graph.value_info}
+    shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                            for d in v.type.tensor_type.shape.dim)
+              for v in list(model.graph.input) + list(model.graph.value_info)}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.output[0] not in info or node.input[0] not in shapes:
+            continue
+        _, resolved = resolve_fresh_symbol(shapes[node.input[0]], shapes.get(node.output[0]))
+        if resolved != shapes.get(node.output[0]):
+            for dim, size in zip(info[node.output[0]].type.tensor_type.shape.dim, resolved):
+                if isinstance(size, int) and not dim.HasField("dim_value"):
+                    dim.dim_value = size
+            changed = True
+    return changed
 
 
 def drop_unused_initializers(graph):
@@ -38,7 +60,7 @@ def infer_shapes(model, name="model"):
     multi-gigabyte model is not serialized for it.
     """
     try:
-        inferred = shape_inference.infer_shapes(_skeleton(model), strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(_skeleton(model), strict_mode=False, data_prop=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{name}: shape inference failed ({first[:300]})") from None
@@ -58,7 +80,8 @@ def _skeleton(model):
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
+    produced = {o for n in model.graph.node for o in n.output}
+    graph.value_info.extend(v for v in model.graph.value_info if v.name in produced)
     declared = {i.name for i in model.graph.input}
     for t in model.graph.initializer:
         if t.data_type in FLOAT_TYPES and np.prod(t.dims) > SKELETON_MIN_SIZE:
@@ -67,6 +90,22 @@ def _skeleton(model):
         else:
             graph.initializer.append(t)
     return skeleton
+
+
+def resolve_fresh_symbol(src, dst):
+    """A dim inference could not name (a -1 or a run-time target) is the product it must be."""
+    def solve(known, other):
+        fresh = [k for k, d in enumerate(other) if isinstance(d, str) and d not in known]
+        if len(fresh) != 1 or any(isinstance(d, str) and d not in other for d in known) or None in known:
+            return other
+        total = int(np.prod([d for d in known if isinstance(d, int)]))
+        rest = int(np.prod([d for k, d in enumerate(other) if isinstance(d, int)]))
+        if rest == 0 or total % rest:
+            return other
+        return tuple(total // rest if k == fresh[0] else d for k, d in enumerate(other))
+    if src is None or dst is None or None in dst:
+        return src, dst
+    return src, solve(src, dst)
 
 
 def _drop_pass_through(graph):

@@ -5,11 +5,12 @@ import numpy as np
 
 from .build import build_groups
 from .cost import model_cost, node_flops
+from .erase import ErasableUnit, find_erasable
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .masks import keep_all, reduced_shapes, removed_positions
 
 __all__ = ["Analysis", "analyze", "Group", "ParamSlice", "DimSlice", "PRODUCER", "CONSUMER", "FOLLOWER",
-           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost"]
+           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost", "ErasableUnit"]
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Analysis:
     groups: list = field(default_factory=list)
     params: int = 0
     flops: int = 0
+    erasable: list = field(default_factory=list)  # ErasableUnit: residual branches removable whole
 
     @property
     def prunable(self):
@@ -36,7 +38,7 @@ def analyze(model):
     """Groups of a normalized graph.Model, with per-ZIG params and FLOPs."""
     groups = build_groups(model)
     params, flops = model_cost(model)
-    analysis = Analysis(model, groups, params, flops)
+    analysis = Analysis(model, groups, params, flops, find_erasable(model))
     readers = {i: n for n in reversed(model.graph.node) for i in n.input}
     for g in groups:
         first = (g.producers or g.slices)[0].name

@@ -118,6 +118,9 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
     for d in sorted((d for d in in_group if d in record.sources), key=record.order.get):
         if not zero[d]:
             zero[d] = _is_zero(record.sources[d], zero, in_group)
+    for label, d in record.divisors:
+        if d in in_group and zero[d]:
+            return f"{label} divides by these channels, which become zero"
     for label, dims in record.contracts:
         inside = [d for d in dims if d in in_group]
         if inside and not any(zero[d] for d in inside):

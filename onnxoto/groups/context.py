@@ -14,6 +14,7 @@ class Record:
         self.order = {}  # output dim -> position in node order
         self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
         self.roles = {}  # param dim -> "consumer" | "follower"
+        self.divisors = []  # (node label, dim): values divided by, which must not become zero
 
 
 class NodeContext:
@@ -72,7 +73,10 @@ class NodeContext:
         size = shape[axis]
         if not isinstance(size, int) or size <= 1:
             return None
-        return self.space.dim(tensor, axis, size)
+        d = self.space.dim(tensor, axis, size)
+        if self.model.is_param(tensor):
+            self.space.mark_param(d)
+        return d
 
     def dims(self, tensor):
         rank = self.rank(tensor)
@@ -107,6 +111,17 @@ class NodeContext:
             out, src = (whole, part) if whole_is_output else (part, whole)
             self.source(out, src, role)
 
+    def strided(self, part, whole, sizes, k, role=None, whole_is_output=True):
+        """Axis k of a run of axes `sizes` flattened into `whole`: index i of `part` owns every flat
+        position whose k-th coordinate is i (a block when k is the outer axis, strided otherwise)."""
+        if part is None or whole is None:
+            return
+        positions = np.moveaxis(np.arange(int(np.prod(sizes))).reshape(sizes), k, 0).reshape(sizes[k], -1)
+        self.space.link(part, np.repeat(np.arange(sizes[k]), positions.shape[1]), whole, positions.ravel())
+        if role:
+            out, src = (whole, part) if whole_is_output else (part, whole)
+            self.source(out, src, role)
+
     def source(self, out, src, role):
         if out is None:
             return
@@ -122,6 +137,10 @@ class NodeContext:
         dims = [d for d in dims if d is not None]
         if dims:
             self.record.contracts.append((self.label, dims))
+
+    def divides_by(self, d):
+        if d is not None:
+            self.record.divisors.append((self.label, d))
 
     def consumer(self, tensor, axis):
         self._role(tensor, axis, "consumer")

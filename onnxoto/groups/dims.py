@@ -15,6 +15,7 @@ class DimSpace:
         self.parent = []
         self.links = []  # (dim a, indices in a, dim b, indices in b), same length
         self.pins = {}  # dim id -> reason
+        self.with_params = set()  # roots of classes that hold an initializer axis
 
     def dim(self, tensor, axis, size):
         key = (tensor, axis)
@@ -39,6 +40,15 @@ class DimSpace:
         if ra != rb:
             assert self.sizes[ra] == self.sizes[rb], (self.keys[a], self.keys[b])
             self.parent[max(ra, rb)] = min(ra, rb)
+            if ra in self.with_params or rb in self.with_params:
+                self.with_params.add(min(ra, rb))
+
+    def mark_param(self, d):
+        self.with_params.add(self.find(d))
+
+    def carries_params(self, d):
+        """Whether an initializer axis is coupled index for index with d (so far)."""
+        return self.find(d) in self.with_params
 
     def link(self, a, index_a, b, index_b):
         """Index index_a[k] of a is coupled to index index_b[k] of b."""

@@ -6,6 +6,7 @@ An op missing from RULES is a barrier: every axis it touches is pinned ("no rule
 """
 import numpy as np
 
+from ..graph.normalize import resolve_fresh_symbol
 from .context import ADD, MUL
 
 # --- elementwise ---------------------------------------------------------------------------
@@ -39,6 +40,7 @@ def divide(ctx):
     ctx.broadcast(None, inputs=[1])
     for axis in range(ctx.rank(ctx.input(1)) or 0):
         ctx.follower(ctx.input(1), axis)
+        ctx.divides_by(ctx.d(ctx.input(1), axis))
 
 
 def where(ctx):
@@ -374,7 +376,7 @@ def reshape(ctx):
     (N, S, H*d) -> (N, S, H, d): head h is the block [h*d, (h+1)*d); the inner axes are pinned.
     """
     x, out = ctx.input(0), ctx.output()
-    runs = match_reshape(ctx.shape(x), ctx.shape(out))
+    runs = match_reshape(*resolve_fresh_symbol(ctx.shape(x), ctx.shape(out)))
     if runs is None:
         return ctx.pin_all(f"{ctx.label}: cannot map axes (shapes {ctx.shape(x)} -> {ctx.shape(out)})")
     for ins, outs in runs:
@@ -394,20 +396,28 @@ def reshape(ctx):
 
 def _split_axis(ctx, whole, parts, axes):
     sizes = [ctx.shape(ctx.output())[a] for a in axes]
-    outer = next(k for k, s in enumerate(sizes) if s > 1)
-    ctx.block(parts[outer], whole, int(np.prod(sizes[outer + 1:])), role=MUL, fine_is_output=False)
-    for k, d in enumerate(parts):
-        if k != outer and d is not None:
+    k = _channel_axis(ctx, parts, sizes)
+    ctx.strided(parts[k], whole, sizes, k, role=MUL, whole_is_output=False)
+    for j, d in enumerate(parts):
+        if j != k and d is not None:
             ctx.space.pin(d, f"inner axis of a split by {ctx.label}")
 
 
 def _merge_axes(ctx, parts, whole, axes):
     sizes = [ctx.shape(ctx.input(0))[a] for a in axes]
-    outer = next(k for k, s in enumerate(sizes) if s > 1)
-    ctx.block(parts[outer], whole, int(np.prod(sizes[outer + 1:])), role=MUL)
-    for k, d in enumerate(parts):
-        if k != outer and d is not None:
+    k = _channel_axis(ctx, parts, sizes)
+    ctx.strided(parts[k], whole, sizes, k, role=MUL)
+    for j, d in enumerate(parts):
+        if j != k and d is not None:
             ctx.space.pin(d, f"inner axis of a merge by {ctx.label}")
+
+
+def _channel_axis(ctx, parts, sizes):
+    """Which of the regrouped axes carries channels: one already coupled to parameters (NHWC
+    flatten: the last), else the outermost (NCHW flatten: C; attention heads: H)."""
+    real = [k for k, s in enumerate(sizes) if s > 1]
+    with_params = [k for k in real if parts[k] is not None and ctx.space.carries_params(parts[k])]
+    return (with_params or real)[0]
 
 
 def match_reshape(src, dst):

@@ -114,7 +114,7 @@ def cut(model, groups, keep):
         rewriter = REWRITERS.get(node.op_type)
         if rewriter is not None and node.domain in ("", "ai.onnx"):
             rewriter(node, new_shapes, model.shapes, edit)
-    _drop_dead_nodes(graph)
+    drop_dead_nodes(graph)
     drop_unused_initializers(graph)
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
     proto = infer_shapes(proto, model.name)
@@ -154,7 +154,7 @@ def _update_value_info(graph, new_shapes, changed):
     graph.value_info.extend(kept)
 
 
-def _drop_dead_nodes(graph):
+def drop_dead_nodes(graph):
     """Nodes whose outputs nobody reads (shape Concats replaced by per-reader copies)."""
     while True:
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}

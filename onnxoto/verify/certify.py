@@ -7,7 +7,7 @@ from onnx import helper
 
 from ..errors import ModelError
 from ..groups import removed_positions
-from ..surgery import cut, zero_out
+from ..surgery import cut, erase, zero_out, zero_units
 from .inputs import random_inputs
 
 ort.set_default_logger_severity(3)  # onnxruntime's optimizer warnings are noise to our users
@@ -31,19 +31,25 @@ class Certificate:
     groups_total: int
     groups_prunable: int
     checks: list = field(default_factory=list)
+    units_total: int = 0
+    unit_checks: list = field(default_factory=list)  # one per erasable branch
 
     @property
     def failures(self):
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks + self.unit_checks if not c.passed]
+
+    @property
+    def units_verified(self):
+        return sum(c.passed for c in self.unit_checks)
 
     @property
     def groups_verified(self):
-        failed = {c.group for c in self.failures}
+        failed = {c.group for c in self.checks if not c.passed}
         return len({c.group for c in self.checks} - failed)
 
     @property
     def max_rel_diff(self):
-        return max((c.rel_diff for c in self.checks if not c.error), default=0.0)
+        return max((c.rel_diff for c in self.checks + self.unit_checks if not c.error), default=0.0)
 
     @property
     def passed(self):
@@ -52,7 +58,7 @@ class Certificate:
     def to_json(self):
         return {"groups_total": self.groups_total, "groups_prunable": self.groups_prunable,
                 "groups_verified": self.groups_verified, "max_rel_diff": self.max_rel_diff,
-                "tolerance": TOLERANCE,
+                "tolerance": TOLERANCE, "erasable_total": self.units_total, "erasable_verified": self.units_verified,
                 "failures": [{"group": c.group, "removed": c.removed, "rel_diff": c.rel_diff, "error": c.error}
                              for c in self.failures]}
 
@@ -146,9 +152,21 @@ def certify(analysis, subsets=3, seed=0):
         shapes = {k: v.shape for k, v in feeds.items()}
         raise ModelError(f"{model.name}: the model itself does not run on inputs {shapes} "
                          f"({str(exc).splitlines()[0][:160]})") from None
-    cert = Certificate(len(analysis.groups), len(analysis.prunable))
+    cert = Certificate(len(analysis.groups), len(analysis.prunable), units_total=len(analysis.erasable))
     for group in analysis.prunable:
         for size in subset_sizes(group.num_zigs, subsets):
             removed = rng.choice(group.num_zigs, size=size, replace=False)
             cert.checks.append(check_group(model, analysis.groups, group, removed, feeds))
+    for unit in analysis.erasable:
+        cert.unit_checks.append(check_unit(model, unit, feeds))
     return cert
+
+
+def check_unit(model, unit, feeds):
+    """Erasing a branch equals zeroing all its parameters."""
+    try:
+        zeroed = run(zero_units(model.proto, [unit]), feeds)
+        erased = run(erase(model.proto, [unit], model.name), feeds)
+    except Exception as exc:
+        return Check(unit.id, 1, float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return Check(unit.id, 1, relative_difference(zeroed, erased))
