@@ -1,0 +1,156 @@
+"""Training artifacts (training/eval graphs and checkpoint), built in a child process.
+
+onnxruntime's gradient builder has crashed the whole process (SIGFPE) on a real
+model; in a child process such a crash becomes a one-line ModelError instead.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxoto.errors import ModelError, OptionError
+from onnxoto.train.trainable import prepare_for_training, trainable_params
+
+LOSS_KINDS = ("cross_entropy", "mse", "distill")
+_INPUT_MODEL = "input_model.onnx"
+_SPEC = "spec.json"
+_EXTERNAL_DATA_ABOVE = 1 << 30  # bytes; protobuf cannot serialize 2 GiB in one message
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss, over which model outputs, against which new graph inputs (targets)."""
+
+    kind: str  # one of LOSS_KINDS
+    outputs: tuple[str, ...]
+    targets: tuple[str, ...]  # target input names, one per output
+    weights: tuple[float, ...]  # per-output factor of the MSE terms
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    directory: Path
+    training_model: Path
+    eval_model: Path
+    checkpoint: Path
+    optimizer_model: Path | None
+    loss: LossSpec
+    model_inputs: tuple[str, ...]
+    model_outputs: tuple[str, ...]
+    requires_grad: tuple[str, ...]
+
+
+def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray | None = None,
+             output: str | None = None, weights: list[float] | None = None) -> LossSpec:
+    """The loss for `model`: from `kind` if given, else from the labels' dtype (integer: cross-entropy,
+    float: MSE, none: distillation from teacher outputs over every model output)."""
+    if kind is None:
+        kind = "distill" if labels is None else "cross_entropy" if np.issubdtype(labels.dtype, np.integer) else "mse"
+    if kind not in LOSS_KINDS:
+        raise OptionError(f"unknown loss {kind!r}: expected one of {', '.join(LOSS_KINDS)}")
+    graph_outputs = [o.name for o in model.graph.output]
+    if output is not None and output not in graph_outputs:
+        raise OptionError(f"model has no output {output!r} (outputs: {', '.join(graph_outputs)})")
+    outputs = graph_outputs if kind == "distill" else [output or graph_outputs[0]]
+    taken = {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
+    taken |= {name for node in model.graph.node for name in node.output}
+    if kind == "cross_entropy":
+        _check_logits(model, outputs[0])
+        targets = [_unique("labels", taken)]
+    else:
+        targets = [_unique("target" if kind == "mse" else f"{name}_teacher", taken) for name in outputs]
+    weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(outputs):
+        raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")
+    return LossSpec(kind, tuple(outputs), tuple(targets), tuple(weights))
+
+
+def _check_logits(model: onnx.ModelProto, output: str) -> None:
+    value = next(o for o in model.graph.output if o.name == output)
+    tensor = value.type.tensor_type
+    if tensor.HasField("shape") and len(tensor.shape.dim) != 2:
+        raise OptionError(f"cross-entropy needs (N, C) logits, but output {output!r} has rank {len(tensor.shape.dim)}")
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, k = name, 0
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_{k}"
+    taken.add(candidate)
+    return candidate
+
+
+def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.PathLike,
+                    requires_grad: list[str] | None = None, model_name: str | None = None,
+                    optimizer: bool = False, timeout: float | None = None) -> Artifacts:
+    """Write training_model.onnx, eval_model.onnx and checkpoint (and optimizer_model.onnx, an SGD
+    graph we never run, if `optimizer`) into `directory`, building them in a child process."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = model_name or model.graph.name or "model"
+    prepared = prepare_for_training(model)
+    requires_grad = trainable_params(prepared) if requires_grad is None else list(requires_grad)
+    if not requires_grad:
+        raise ModelError(f"cannot build a training graph for {name}: it has no trainable parameters")
+    big = prepared.ByteSize() > _EXTERNAL_DATA_ABOVE
+    onnx.save(prepared, directory / _INPUT_MODEL, save_as_external_data=big, location=_INPUT_MODEL + ".data")
+    spec = {"loss": asdict(loss), "requires_grad": requires_grad, "optimizer": optimizer,
+            "outputs": [o.name for o in model.graph.output]}
+    (directory / _SPEC).write_text(json.dumps(spec))
+    _run_child(directory, name, timeout)
+    initializers = {init.name for init in model.graph.initializer}
+    return Artifacts(directory=directory, training_model=directory / "training_model.onnx",
+                     eval_model=directory / "eval_model.onnx", checkpoint=directory / "checkpoint",
+                     optimizer_model=directory / "optimizer_model.onnx" if optimizer else None, loss=loss,
+                     model_inputs=tuple(i.name for i in model.graph.input if i.name not in initializers),
+                     model_outputs=tuple(spec["outputs"]), requires_grad=tuple(requires_grad))
+
+
+def _run_child(directory: Path, name: str, timeout: float | None) -> None:
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    try:
+        done = subprocess.run([sys.executable, "-m", "onnxoto.train._child", str(directory.resolve())],
+                              cwd=directory, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"cannot build a training graph for {name}: the builder ran over {timeout} s") from None
+    if done.returncode == 0:
+        return
+    if done.returncode < 0:
+        reason = f"the gradient builder crashed ({signal.Signals(-done.returncode).name})"
+    else:
+        reason = _last_error_line(done.stderr) or f"the builder exited with code {done.returncode}"
+    raise ModelError(f"cannot build a training graph for {name}: {reason}")
+
+
+def _last_error_line(stderr: str) -> str:
+    """The child's one-line error, written last (see generate_here)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    marked = [line[len("onnxoto-error: "):] for line in lines if line.startswith("onnxoto-error: ")]
+    line = marked[-1] if marked else (lines[-1] if lines else "")
+    return line if len(line) <= 400 else line[:400] + " ..."
+
+
+def generate_here(directory: str) -> None:
+    """Build the artifacts in this process (the child's side of build_artifacts)."""
+    from onnxoto.train import ort
+    from onnxoto.train.losses import SpecLoss
+
+    os.chdir(directory)  # onnxblock writes its temporary model into the working directory
+    spec = json.loads(Path(_SPEC).read_text())
+    try:
+        ort.artifacts.generate_artifacts(
+            _INPUT_MODEL, requires_grad=spec["requires_grad"], frozen_params=[],
+            loss=SpecLoss(spec["loss"]), optimizer=ort.artifacts.OptimType.SGD if spec["optimizer"] else None,
+            artifact_directory=".", additional_output_names=spec["outputs"])
+    except Exception as error:  # any failure of the builder: one line for the parent
+        message = " ".join(str(error).split())
+        print(f"onnxoto-error: {type(error).__name__}: {message}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,71 @@
+"""Recalibrate BatchNormalization running statistics on training data (they go stale in training)."""
+import copy
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxoto.train.data import Dataset
+
+
+def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int | None = 100,
+                          batch_size: int = 64) -> onnx.ModelProto:
+    """A copy of `model` whose BatchNormalization running mean/var are the population mean and
+    (biased) variance per channel (axis 1) of each BN input over the first `batches` batches."""
+    import onnxruntime
+
+    bn_nodes = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
+    if not bn_nodes:
+        return model
+    probe = _with_outputs(model, [node.input[0] for node in bn_nodes])
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed_names = [i.name for i in session.get_inputs()]
+    wanted = [node.input[0] for node in bn_nodes]
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for k, batch in enumerate(dataset.batches(batch_size)):
+        if batches is not None and k >= batches:
+            break
+        values = session.run(wanted, {name: batch[name] for name in feed_names})
+        for name, value in zip(wanted, values):
+            per_channel = np.moveaxis(value.astype(np.float64), 1, 0).reshape(value.shape[1], -1)
+            sums[name] = sums.get(name, 0.0) + per_channel.sum(axis=1)
+            squares[name] = squares.get(name, 0.0) + np.square(per_channel).sum(axis=1)
+            counts[name] = counts.get(name, 0) + per_channel.shape[1]
+    result = copy.deepcopy(model)
+    for node in (n for n in result.graph.node if n.op_type == "BatchNormalization"):
+        name = node.input[0]
+        mean = sums[name] / counts[name]
+        var = np.maximum(squares[name] / counts[name] - mean * mean, 0.0)
+        _set_own_initializer(result.graph, node, 3, mean)
+        _set_own_initializer(result.graph, node, 4, var)
+    return result
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    probe = copy.deepcopy(model)
+    existing = {o.name for o in probe.graph.output}
+    typed = {v.name: v for v in [*probe.graph.value_info, *probe.graph.input]}
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            probe.graph.output.append(typed.get(name) or helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return probe
+
+
+def _set_own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+    """Write `value` into the initializer at node.input[index]; a copy of its own if others read it too."""
+    initializers = {init.name: init for init in graph.initializer}
+    name = node.input[index]
+    old = initializers[name]
+    dtype = helper.tensor_dtype_to_np_dtype(old.data_type)
+    readers = sum(list(other.input).count(name) for other in graph.node)
+    if readers > 1:
+        new_name, k = f"{name}_{node.output[0]}", 0
+        while new_name in initializers:
+            k += 1
+            new_name = f"{name}_{node.output[0]}_{k}"
+        graph.initializer.append(numpy_helper.from_array(value.astype(dtype), new_name))
+        node.input[index] = new_name
+    else:
+        old.CopyFrom(numpy_helper.from_array(value.astype(dtype), name))

@@ -1,0 +1,166 @@
+"""A training session over onnxruntime-training: forward/backward, with parameters and
+gradients exposed as in-place views of onnxruntime's own buffers."""
+import ctypes
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxoto.errors import DataError
+from onnxoto.train import ort
+from onnxoto.train.artifacts import Artifacts, LossSpec, build_artifacts, loss_for
+
+_NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def cpu_view(ortvalue) -> np.ndarray:
+    """A numpy array over a CPU OrtValue's buffer: no copy; valid while the session lives."""
+    dtype = np.dtype(_NUMPY_DTYPES[ortvalue.data_type()])
+    shape = tuple(ortvalue.shape())
+    count = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = (ctypes.c_byte * count).from_address(ortvalue.data_ptr())
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def cuda_view(ortvalue):
+    """A CuPy array over a CUDA OrtValue's buffer, through DLPack. UNTESTED here (no GPU in CI)."""
+    import cupy
+
+    return cupy.from_dlpack(ortvalue.to_dlpack())
+
+
+class TrainingSession:
+    """Forward/backward of `model` plus a loss; `params` and `grads` are in-place views.
+
+    Writing into `params[name]` changes what the next step computes. `grads[name]` holds the
+    gradient of the last `train_step` (reset before each step, not accumulated). onnxruntime
+    allocates every gradient buffer when the session is created and reuses it for every step
+    (its address was measured stable across steps and batch sizes; `train_step` checks it
+    anyway, one pointer read per parameter, and re-views a buffer that moved).
+    Views are invalid once the session is closed.
+    """
+
+    def __init__(self, model: onnx.ModelProto, loss: LossSpec | str | None = None, *,
+                 workdir: str | os.PathLike | None = None, device: str = "cpu",
+                 requires_grad: list[str] | None = None, model_name: str | None = None):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
+        self.device = device
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="onnxoto-train-") if workdir is None else workdir)
+        try:
+            spec = loss if isinstance(loss, LossSpec) else loss_for(model, kind=loss)
+            self.artifacts: Artifacts = build_artifacts(model, spec, self.workdir, requires_grad, model_name)
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # the training graph transformers log at INFO
+        a = self.artifacts
+        self._state = ort.CheckpointState.load_checkpoint(str(a.checkpoint))
+        self._module = ort.Module(str(a.training_model), self._state, str(a.eval_model), device=self.device)
+        self._feed_order = self._module.input_names()
+        declared = {i.name: i for i in onnx.load(str(a.eval_model), load_external_data=False).graph.input}
+        self._target_ranks = [len(declared[t].type.tensor_type.shape.dim) for t in a.loss.targets]
+        self._parameters = {name: self._state._state.get_parameter(name) for name in a.requires_grad}
+        view = cpu_view if self.device == "cpu" else cuda_view
+        self._view = view
+        self.params = {name: view(p.data) for name, p in self._parameters.items()}
+        self.grads = {name: view(p.grad) for name, p in self._parameters.items()}
+        self._grad_ptr = {name: p.grad.data_ptr() for name, p in self._parameters.items()}
+        self.regrads = 0  # how many times a gradient buffer moved (expected: 0)
+
+    @property
+    def loss(self) -> LossSpec:
+        return self.artifacts.loss
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.artifacts.model_inputs
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.artifacts.model_outputs
+
+    def train_step(self, inputs: dict[str, np.ndarray], target) -> float:
+        """Forward and backward on one batch; `grads` then hold this batch's gradients. Returns the loss."""
+        self._module.train()
+        self._module.lazy_reset_grad()
+        loss, *outputs = self._module(*self._feeds(inputs, target))
+        self._check_target_shapes(target, outputs)
+        self._refresh_moved_grads()
+        return float(loss)
+
+    def eval_loss(self, inputs: dict[str, np.ndarray], target) -> float:
+        """The loss on one batch, forward only, in eval mode."""
+        self._module.eval()
+        loss, *outputs = self._module(*self._feeds(inputs, target))
+        self._check_target_shapes(target, outputs)
+        return float(loss)
+
+    def eval_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for one batch, in eval mode (the loss is computed against placeholders)."""
+        self._module.eval()
+        loss, *outputs = self._module(*self._feeds(inputs, self._placeholder_targets(inputs)))
+        return dict(zip(self.output_names, outputs))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Copies of the trained parameters, to write back into the ONNX model."""
+        if self.device == "cpu":
+            return {name: view.copy() for name, view in self.params.items()}
+        return {name: view.get() for name, view in self.params.items()}
+
+    def _feeds(self, inputs: dict[str, np.ndarray], target) -> list[np.ndarray]:
+        targets = [target] if isinstance(target, np.ndarray) else list(target)
+        if len(targets) != len(self.loss.targets):
+            raise DataError(f"the {self.loss.kind} loss needs {len(self.loss.targets)} target arrays, got {len(targets)}")
+        named = dict(zip(self.loss.targets, targets))
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise DataError(f"no data for model input {missing[0]!r}")
+        named.update(inputs)
+        return [np.ascontiguousarray(named[name]) for name in self._feed_order]
+
+    def _check_target_shapes(self, target, outputs: list[np.ndarray]) -> None:
+        if self.loss.kind == "cross_entropy":
+            return  # SoftmaxCrossEntropyLoss checks the labels' shape itself
+        by_name = dict(zip(self.output_names, outputs))
+        targets = [target] if isinstance(target, np.ndarray) else list(target)
+        for name, array in zip(self.loss.outputs, targets):
+            if array.shape != by_name[name].shape:
+                raise DataError(f"target for output {name!r} has shape {array.shape}, the output {by_name[name].shape}")
+
+    def _placeholder_targets(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.loss.kind == "cross_entropy":
+            batch = len(inputs[self.input_names[0]])
+            return [np.zeros(batch, np.int64)]
+        # MSE targets have free dims: an all-ones shape broadcasts against any output.
+        return [np.zeros((1,) * rank, np.float32) for rank in self._target_ranks]
+
+    def _refresh_moved_grads(self) -> None:
+        for name, parameter in self._parameters.items():
+            pointer = parameter.grad.data_ptr()
+            if pointer != self._grad_ptr[name]:
+                self.grads[name] = self._view(parameter.grad)
+                self._grad_ptr[name] = pointer
+                self.regrads += 1
+
+    def close(self) -> None:
+        """Release onnxruntime's session; the views die with it. Removes the work directory if we made it."""
+        self.params, self.grads = {}, {}
+        self._module = self._state = self._parameters = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "TrainingSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

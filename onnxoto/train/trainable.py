@@ -1,0 +1,107 @@
+"""Which initializers are trainable, and the graph fixes the gradient builder needs."""
+import copy
+
+import onnx
+from onnx import TensorProto
+
+from onnxoto.errors import ModelError
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+ALL = "all"
+# Inputs that carry shapes, indices, bounds or statistics, not values to learn.
+NON_DIFFERENTIABLE_INPUTS = {
+    "Reshape": {1}, "Expand": {1}, "Tile": {1}, "Upsample": {1}, "Resize": {1, 2, 3},
+    "Slice": {1, 2, 3, 4}, "Pad": {1, 2, 3}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1},
+    "BatchNormalization": {3, 4}, "Gather": {1}, "GatherElements": {1}, "GatherND": {1},
+    "ScatterElements": {1}, "ScatterND": {1}, "TopK": {1}, "Clip": {1, 2}, "Dropout": {1, 2},
+    "Where": {0}, "Pow": {1}, "CumSum": {1}, "Trilu": {1},
+    "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "ReduceMin": {1}, "ReduceProd": {1},
+    "ReduceL1": {1}, "ReduceL2": {1}, "ReduceLogSumExp": {1}, "ReduceSumSquare": {1},
+    # Ops whose outputs carry no gradient at all.
+    "Shape": ALL, "Size": ALL, "ConstantOfShape": ALL, "Range": ALL, "NonZero": ALL, "OneHot": ALL,
+    "ArgMax": ALL, "ArgMin": ALL, "Equal": ALL, "Less": ALL, "LessOrEqual": ALL, "Greater": ALL,
+    "GreaterOrEqual": ALL, "Not": ALL, "And": ALL, "Or": ALL, "Xor": ALL, "IsNaN": ALL, "IsInf": ALL,
+    "Floor": ALL, "Ceil": ALL, "Round": ALL, "Sign": ALL, "EyeLike": ALL,
+    "RandomNormalLike": ALL, "RandomUniformLike": ALL, "Bernoulli": ALL,
+}
+
+
+def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
+    excluded = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, set())
+    if excluded == ALL:
+        return []
+    if node.op_type == "Cast" and _attribute(node, "to") not in FLOAT_TYPES:
+        return []
+    inputs = [name for i, name in enumerate(node.input) if name and i not in excluded]
+    # Names a subgraph (If/Loop/Scan body) reads from the outer scope count as its inputs.
+    for attribute in node.attribute:
+        for graph in [attribute.g, *attribute.graphs]:
+            inputs += [name for sub in graph.node for name in sub.input if name]
+    return inputs
+
+
+def _attribute(node: onnx.NodeProto, name: str):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def trainable_params(model: onnx.ModelProto) -> list[str]:
+    """Float initializers that reach a graph output through differentiable inputs, in initializer order."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output if out}
+    live, stack, visited = set(), [o.name for o in graph.output], set()
+    while stack:
+        name = stack.pop()
+        if name in live:
+            continue
+        live.add(name)
+        node = producer.get(name)
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.extend(_differentiable_inputs(node))
+    return [init.name for init in graph.initializer if init.data_type in FLOAT_TYPES and init.name in live]
+
+
+def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` that onnxruntime's gradient builder accepts (the input is not modified).
+
+    LayerNormalization gets its optional Mean and InvStdDev outputs (the builder
+    indexes them); BatchNormalization is kept in (or put back into) inference mode,
+    an affine op over frozen running statistics.
+    """
+    model = copy.deepcopy(model)
+    taken = {name for node in model.graph.node for name in [*node.input, *node.output]}
+    taken |= {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
+    for node in model.graph.node:
+        if node.op_type == "LayerNormalization":
+            _add_layernorm_outputs(node, taken)
+        elif node.op_type == "BatchNormalization":
+            _to_inference_batchnorm(node, model.graph)
+    return model
+
+
+def _add_layernorm_outputs(node: onnx.NodeProto, taken: set[str]) -> None:
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    for i, suffix in ((1, "mean"), (2, "inv_std_dev")):
+        if not outputs[i]:
+            name, k = f"{outputs[0]}_{suffix}", 0
+            while name in taken:
+                k += 1
+                name = f"{outputs[0]}_{suffix}_{k}"
+            taken.add(name)
+            outputs[i] = name
+    del node.output[:]
+    node.output.extend(outputs)
+
+
+def _to_inference_batchnorm(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
+    extra = [name for name in node.output[1:] if name]
+    read = {name for other in graph.node for name in other.input} | {o.name for o in graph.output}
+    if any(name in read for name in extra):
+        raise ModelError(f"BatchNormalization {node.name or node.output[0]!r}: its running statistics "
+                         "outputs are used by the graph; only inference-mode BatchNormalization can be trained")
+    del node.output[1:]
+    kept = [a for a in node.attribute if a.name != "training_mode"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
