@@ -4,6 +4,7 @@ onnxruntime's gradient builder has crashed the whole process (SIGFPE) on a real
 model; in a child process such a crash becomes a one-line ModelError instead.
 """
 import json
+import re
 import os
 import signal
 import subprocess
@@ -95,8 +96,9 @@ def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = model_name or model.graph.name or "model"
+    # On the original graph: the affine form of BatchNorm makes running stats look differentiable.
+    requires_grad = trainable_params(model) if requires_grad is None else list(requires_grad)
     prepared = prepare_for_training(model)
-    requires_grad = trainable_params(prepared) if requires_grad is None else list(requires_grad)
     if not requires_grad:
         raise ModelError(f"cannot build a training graph for {name}: it has no trainable parameters")
     big = prepared.ByteSize() > _EXTERNAL_DATA_ABOVE
@@ -130,11 +132,15 @@ def _run_child(directory: Path, name: str, timeout: float | None) -> None:
     raise ModelError(f"cannot build a training graph for {name}: {reason}")
 
 
+# "RuntimeError: /onnxruntime_src/...cc:29 ns::Type ns::Function(args...) " before onnxruntime's message
+_CXX_LOCATION = re.compile(r"/\S+\.(?:cc|h|cpp):\d+ [^(]*\((?:[^()]|\([^()]*\))*\)\s*(?:const\s*)?")
+
+
 def _last_error_line(stderr: str) -> str:
     """The child's one-line error, written last (see generate_here)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     marked = [line[len("onnxoto-error: "):] for line in lines if line.startswith("onnxoto-error: ")]
-    line = marked[-1] if marked else (lines[-1] if lines else "")
+    line = _CXX_LOCATION.sub("", marked[-1] if marked else (lines[-1] if lines else ""))
     return line if len(line) <= 400 else line[:400] + " ..."
 
 

@@ -1,8 +1,9 @@
 """Which initializers are trainable, and the graph fixes the gradient builder needs."""
 import copy
 
+import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from onnxoto.errors import ModelError
 
@@ -67,18 +68,58 @@ def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` that onnxruntime's gradient builder accepts (the input is not modified).
 
     LayerNormalization gets its optional Mean and InvStdDev outputs (the builder
-    indexes them); BatchNormalization is kept in (or put back into) inference mode,
-    an affine op over frozen running statistics.
+    indexes them). BatchNormalization becomes the affine op it is in inference mode,
+    x * s + t over frozen running statistics: left as BatchNormalization, onnxruntime's
+    training graph turns it into BatchNormInternal, which normalizes with the *batch*
+    statistics in training (measured: train and eval outputs then differ).
     """
     model = copy.deepcopy(model)
     taken = {name for node in model.graph.node for name in [*node.input, *node.output]}
     taken |= {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*model.graph.value_info, *model.graph.input]
+             if v.type.tensor_type.HasField("shape")}
+    nodes = []
     for node in model.graph.node:
         if node.op_type == "LayerNormalization":
             _add_layernorm_outputs(node, taken)
         elif node.op_type == "BatchNormalization":
             _to_inference_batchnorm(node, model.graph)
+            if node.input[0] in ranks:
+                nodes += _batchnorm_as_affine(node, ranks[node.input[0]], model.graph, taken)
+                continue
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     return model
+
+
+def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto, taken: set[str]) -> list:
+    """Y = X * s + t with s = scale / sqrt(var + eps), t = bias - mean * s, broadcast over axis 1."""
+    x, scale, bias, mean, var = node.input[:5]
+    base = node.name or node.output[0]
+    fresh = {}
+    for part in ("eps", "axes", "std", "s", "ms", "t", "s_b", "t_b", "xs"):
+        name, k = f"{base}_affine_{part}", 0
+        while name in taken:
+            k += 1
+            name = f"{base}_affine_{part}_{k}"
+        taken.add(name)
+        fresh[part] = name
+    epsilon = _attribute(node, "epsilon")
+    graph.initializer.append(numpy_helper.from_array(np.array(1e-5 if epsilon is None else epsilon, np.float32), fresh["eps"]))
+    if rank > 2:
+        graph.initializer.append(numpy_helper.from_array(np.arange(1, rank - 1, dtype=np.int64), fresh["axes"]))
+    make = onnx.helper.make_node
+    return [make("Add", [var, fresh["eps"]], [fresh["std"] + "_var"]),
+            make("Sqrt", [fresh["std"] + "_var"], [fresh["std"]]),
+            make("Div", [scale, fresh["std"]], [fresh["s"]]),
+            make("Mul", [mean, fresh["s"]], [fresh["ms"]]),
+            make("Sub", [bias, fresh["ms"]], [fresh["t"]]),
+            *([make("Unsqueeze", [fresh["s"], fresh["axes"]], [fresh["s_b"]]),
+               make("Unsqueeze", [fresh["t"], fresh["axes"]], [fresh["t_b"]])] if rank > 2 else
+              [make("Identity", [fresh["s"]], [fresh["s_b"]]), make("Identity", [fresh["t"]], [fresh["t_b"]])]),
+            make("Mul", [x, fresh["s_b"]], [fresh["xs"]]),
+            make("Add", [fresh["xs"], fresh["t_b"]], [node.output[0]], name=node.name)]
 
 
 def _add_layernorm_outputs(node: onnx.NodeProto, taken: set[str]) -> None:

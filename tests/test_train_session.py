@@ -1,0 +1,157 @@
+"""Real onnxruntime-training steps through TrainingSession: learning, in-place views, exact gradients."""
+import os
+import signal
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from train_models import conv_bn_net, layernorm_net, mlp, run, two_output_net
+
+from onnxoto.errors import DataError, ModelError
+from onnxoto.train import TrainingSession, loss_for
+
+RNG = np.random.default_rng(0)
+
+
+def with_weights(model, weights):
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in model.graph.initializer:
+        if init.name in weights:
+            init.CopyFrom(numpy_helper.from_array(weights[init.name], init.name))
+    return model
+
+
+def sgd(session, lr):
+    for name, param in session.params.items():
+        param -= lr * session.grads[name]  # in place: onnxruntime's own buffer
+
+
+def test_loss_decreases_when_stepping_through_the_views():
+    x = RNG.standard_normal((64, 3)).astype(np.float32)
+    target = np.stack([np.sin(x[:, 0]), x[:, 1] * x[:, 2]], axis=1).astype(np.float32)
+    with TrainingSession(mlp(), "mse") as session:
+        losses = []
+        for _ in range(60):
+            losses.append(session.train_step({"x": x}, target))
+            sgd(session, 0.1)
+        assert session.regrads == 0  # gradient buffers never moved
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_classifier_with_batchnorm_learns_and_keeps_running_stats_frozen():
+    model = conv_bn_net()
+    x = RNG.standard_normal((32, 1, 6, 6)).astype(np.float32)
+    labels = (x[:, 0, :3].mean(axis=(1, 2)) > 0).astype(np.int64) + 2 * (x[:, 0, 3:].mean(axis=(1, 2)) > 0)
+    with TrainingSession(model, loss_for(model, labels=labels)) as session:
+        assert session.loss.kind == "cross_entropy"
+        assert "bn.mean" not in session.params and "bn.var" not in session.params
+        first = session.train_step({"x": x}, labels)
+        for _ in range(150):
+            sgd(session, 0.3)
+            last = session.train_step({"x": x}, labels)
+        trained = with_weights(model, session.weights())
+        logits = session.eval_outputs({"x": x})["y"]
+        np.testing.assert_allclose(logits, run(trained, {"x": x})[0], rtol=1e-4, atol=1e-5)
+        assert session.eval_loss({"x": x}, labels) == pytest.approx(last, rel=0.2)
+    assert last < 0.7 * first
+
+
+def test_writing_a_parameter_view_changes_the_next_step():
+    with TrainingSession(mlp(), "mse") as session:
+        x = RNG.standard_normal((4, 3)).astype(np.float32)
+        session.params["w2"][...] = 0.0
+        session.params["b2"][...] = [1.5, -2.0]
+        y = session.eval_outputs({"x": x})["y"]
+        np.testing.assert_array_equal(y, np.tile([1.5, -2.0], (4, 1)).astype(np.float32))
+        loss = session.train_step({"x": x}, np.zeros((4, 2), np.float32))
+        assert loss == pytest.approx((1.5**2 + 2.0**2) / 2)
+
+
+def test_gradients_match_finite_differences_and_do_not_accumulate():
+    x = RNG.standard_normal((5, 3)).astype(np.float32)
+    target = RNG.standard_normal((5, 2)).astype(np.float32)
+    with TrainingSession(mlp(), "mse") as session:
+        session.train_step({"x": x}, target)
+        grads = {name: g.copy() for name, g in session.grads.items()}
+        session.train_step({"x": x}, target)
+        for name in grads:
+            np.testing.assert_array_equal(session.grads[name], grads[name])
+        eps = 1e-2
+        for name, param in session.params.items():
+            scale = float(np.abs(grads[name]).max())
+            for index in list(np.ndindex(param.shape))[:6]:
+                saved = float(param[index])
+                param[index] = saved + eps
+                up = session.eval_loss({"x": x}, target)
+                param[index] = saved - eps
+                down = session.eval_loss({"x": x}, target)
+                param[index] = saved
+                assert (up - down) / (2 * eps) == pytest.approx(grads[name][index], abs=1e-3 * scale), (name, index)
+
+
+def test_gradient_buffers_stay_put_across_batch_sizes():
+    with TrainingSession(conv_bn_net(), "cross_entropy") as session:
+        pointers = {name: g.ctypes.data for name, g in session.grads.items()}
+        for batch in (8, 3, 16):
+            session.train_step({"x": RNG.standard_normal((batch, 1, 6, 6)).astype(np.float32)},
+                               RNG.integers(0, 4, batch))
+        assert session.regrads == 0
+        assert {name: g.ctypes.data for name, g in session.grads.items()} == pointers
+        assert all(np.abs(g).sum() > 0 for g in session.grads.values())
+
+
+def test_layernorm_model_distills():
+    model = layernorm_net()
+    x = RNG.standard_normal((16, 4, 8)).astype(np.float32)
+    teacher = run(layernorm_net(seed=1), {"x": x})[0]
+    with TrainingSession(model) as session:  # no labels: distillation
+        assert session.loss.kind == "distill"
+        first = session.train_step({"x": x}, [teacher])
+        for _ in range(30):
+            sgd(session, 0.05)
+            last = session.train_step({"x": x}, [teacher])
+    assert last < first
+
+
+def test_two_outputs_distill_with_the_sum_of_per_output_mse():
+    model = two_output_net()
+    x = RNG.standard_normal((6, 4)).astype(np.float32)
+    y1, y2 = run(model, {"x": x})
+    t1, t2 = y1 + 0.5, y2 - 1.0
+    with TrainingSession(model, "distill") as session:
+        assert session.loss.targets == ("y1_teacher", "y2_teacher")
+        assert session.train_step({"x": x}, [y1, y2]) == pytest.approx(0.0, abs=1e-12)
+        assert session.eval_loss({"x": x}, [t1, t2]) == pytest.approx(0.25 + 1.0, rel=1e-5)
+        outputs = session.eval_outputs({"x": x})
+        np.testing.assert_allclose(outputs["y2"], y2, rtol=1e-6)
+        with pytest.raises(DataError, match="2 target arrays"):
+            session.train_step({"x": x}, [t1])
+        with pytest.raises(DataError, match="shape"):
+            session.train_step({"x": x}, [t1[:, :1], t2])
+
+
+def test_workdir_is_removed_on_close_unless_given(tmp_path):
+    with TrainingSession(mlp(), "mse") as session:
+        made = session.workdir
+        assert (made / "training_model.onnx").exists()
+    assert not made.exists()
+    with TrainingSession(mlp(), "mse", workdir=tmp_path / "work"):
+        pass
+    assert (tmp_path / "work" / "checkpoint").exists()
+
+
+def test_a_graph_the_builder_rejects_is_a_model_error():
+    model = mlp()
+    for node in model.graph.node:
+        if node.op_type == "Tanh":
+            node.op_type = "HardSwish"  # no gradient in the CPU build
+    with pytest.raises(ModelError, match="cannot build a training graph for mlp: .*HardSwish"):
+        TrainingSession(model, "mse")
+
+
+def test_a_crash_of_the_builder_is_a_model_error(tmp_path, monkeypatch):
+    (tmp_path / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGFPE)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # only the builder's child process starts after this
+    with pytest.raises(ModelError, match=r"cannot build a training graph for mlp: .*crashed \(SIGFPE\)"):
+        TrainingSession(mlp(), "mse")
