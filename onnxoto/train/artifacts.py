@@ -152,8 +152,11 @@ def generate_here(directory: str) -> None:
     os.chdir(directory)  # onnxblock writes its temporary model into the working directory
     spec = json.loads(Path(_SPEC).read_text())
     try:
+        # A path makes onnxblock round-trip through external data (needed past 2 GiB only; it
+        # failed on a 0.4 MB ResNet: "temp.onnx.data ... doesn't exist"), so small models go in memory.
+        big = Path(_INPUT_MODEL + ".data").exists()
         ort.artifacts.generate_artifacts(
-            _INPUT_MODEL, requires_grad=spec["requires_grad"], frozen_params=[],
+            _INPUT_MODEL if big else onnx.load(_INPUT_MODEL), requires_grad=spec["requires_grad"], frozen_params=[],
             loss=SpecLoss(spec["loss"]), optimizer=ort.artifacts.OptimType.SGD if spec["optimizer"] else None,
             artifact_directory=".", additional_output_names=spec["outputs"])
     except Exception as error:  # any failure of the builder: one line for the parent
