@@ -155,3 +155,19 @@ def test_a_crash_of_the_builder_is_a_model_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # only the builder's child process starts after this
     with pytest.raises(ModelError, match=r"cannot build a training graph for mlp: .*crashed \(SIGFPE\)"):
         TrainingSession(mlp(), "mse")
+
+
+def test_bundled_fashion_mnist_resnet_trains_and_its_weights_reproduce_its_outputs():
+    from pathlib import Path
+
+    from onnxoto.train import load_data
+
+    path = Path(__file__).resolve().parents[1] / "onnxoto" / "data"
+    model = onnx.shape_inference.infer_shapes(onnx.load(path / "fmnist_resnet.onnx"))
+    batch = next(load_data(path / "fmnist_train.npz", model).batches(16, shuffle=True, rng=RNG))
+    with TrainingSession(model, "cross_entropy") as session:
+        assert session.train_step({"x": batch["x"]}, batch["labels"]) < 1.0  # already trained
+        sgd(session, 0.01)
+        trained = with_weights(model, session.weights())
+        np.testing.assert_allclose(session.eval_outputs({"x": batch["x"]})["y"], run(trained, {"x": batch["x"]})[0],
+                                   rtol=1e-4, atol=1e-4)
