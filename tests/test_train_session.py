@@ -35,7 +35,7 @@ def test_loss_decreases_when_stepping_through_the_views():
         for _ in range(60):
             losses.append(session.train_step({"x": x}, target))
             sgd(session, 0.1)
-        assert session.regrads == 0  # gradient buffers never moved
+        assert session.moved_buffers == 0  # gradient buffers never moved
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -96,7 +96,7 @@ def test_gradient_buffers_stay_put_across_batch_sizes():
         for batch in (8, 3, 16):
             session.train_step({"x": RNG.standard_normal((batch, 1, 6, 6)).astype(np.float32)},
                                RNG.integers(0, 4, batch))
-        assert session.regrads == 0
+        assert session.moved_buffers == 0
         assert {name: g.ctypes.data for name, g in session.grads.items()} == pointers
         assert all(np.abs(g).sum() > 0 for g in session.grads.values())
 
@@ -171,3 +171,37 @@ def test_bundled_fashion_mnist_resnet_trains_and_its_weights_reproduce_its_outpu
         trained = with_weights(model, session.weights())
         np.testing.assert_allclose(session.eval_outputs({"x": batch["x"]})["y"], run(trained, {"x": batch["x"]})[0],
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_scale_and_shift_gradients_match_finite_differences():
+    x = RNG.standard_normal((4, 1, 6, 6)).astype(np.float32)
+    target = RNG.standard_normal((4, 4)).astype(np.float32)
+    with TrainingSession(conv_bn_net(), "mse") as session:
+        session.train_step({"x": x}, target)
+        for name in ("bn.scale", "bn.bias", "conv.b"):
+            param, grad = session.params[name], session.grads[name].copy()
+            for i in range(param.size):
+                saved = float(param[i])
+                param[i] = saved + 1e-3
+                up = session.eval_loss({"x": x}, target)
+                param[i] = saved - 1e-3
+                down = session.eval_loss({"x": x}, target)
+                param[i] = saved
+                assert (up - down) / 2e-3 == pytest.approx(grad[i], abs=2e-3 * float(np.abs(grad).max())), (name, i)
+
+
+def test_only_the_requested_parameters_train():
+    x = RNG.standard_normal((8, 3)).astype(np.float32)
+    with TrainingSession(mlp(), "mse", requires_grad=["w2", "b2"]) as session:
+        assert sorted(session.params) == ["b2", "w2"]
+        first = session.train_step({"x": x}, np.ones((8, 2), np.float32))
+        sgd(session, 0.5)
+        assert session.train_step({"x": x}, np.ones((8, 2), np.float32)) < first
+
+
+def test_the_sgd_optimizer_graph_can_be_built_too(tmp_path):
+    from onnxoto.train import build_artifacts, loss_for
+
+    artifacts = build_artifacts(mlp(), loss_for(mlp(), "mse"), tmp_path, optimizer=True)
+    assert artifacts.optimizer_model.exists() and artifacts.checkpoint.exists()
+    assert onnx.load(artifacts.optimizer_model).ir_version <= 10
