@@ -39,7 +39,7 @@ class TrainingSession:
     gradient of the last `train_step` (reset before each step, not accumulated). onnxruntime
     allocates every gradient buffer when the session is created and reuses it for every step
     (its address was measured stable across steps and batch sizes; `train_step` checks the
-    parameter and gradient addresses anyway, ~4 us for 33 parameters, and re-views a buffer
+    parameter and gradient addresses anyway, ~45 us for 33 parameters, and re-views a buffer
     that moved; a caller that kept an old view must re-read `params`/`grads` if `moved_buffers` grows).
     Views are invalid once the session is closed.
     """
