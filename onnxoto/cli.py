@@ -71,3 +71,61 @@ def verify(model, subsets, seed, json_path):
     if json_path:
         write_json(json_path, cert.to_json())
     sys.exit(0 if cert.passed else 1)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Training data: .npz or a folder of .npy files.")
+@click.option("--val", type=click.Path(), help="Validation data, same format: the metric before and after.")
+@click.option("-o", "--output", type=click.Path(), help="Pruned model path [MODEL.pruned.onnx].")
+@click.option("--target-sparsity", type=float, help="Fraction of channels (ZIGs) to remove [0.5].")
+@click.option("--target-flops", type=float, help="Fraction of FLOPs to remove (instead of --target-sparsity).")
+@click.option("--optimizer", type=click.Choice(["hesso", "hesso-cric", "dhspg"]), default="hesso", show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, help="Learning rate [sgd 0.01, adamw 0.001].")
+@click.option("--base", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+              help="Base optimizer whose direction HESSO follows.")
+@click.option("--loss", type=click.Choice(["ce", "mse", "distill"]),
+              help="Default: ce for integer labels, mse for float labels, distill without labels.")
+@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts a multiple of K.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
+          round_to, device, report_dir, resume_dir, seed):
+    """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
+    from .prune import PruneOptions, prune as run_prune
+    from .report.prune import summary_text, write_report
+    options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
+                           target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                           lr=lr, base=base, loss=loss, round_to=round_to, device=device, seed=seed)
+    workdir = resume_dir or report_dir
+    result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
+                       resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
+    click.echo(summary_text(result))
+    if workdir:
+        write_report(result, workdir)
+
+
+@main.command()
+@click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
+@click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@user_errors
+def demo(report_dir, output, epochs):
+    """Prune the bundled Fashion-MNIST ResNet at 50% group sparsity with HESSO, verify, compare."""
+    from importlib.resources import files
+
+    from .prune import PruneOptions, prune as run_prune
+    from .report.prune import summary_text, write_report
+    data = files("onnxoto") / "data"
+    options = PruneOptions(target_sparsity=0.5, epochs=epochs, batch_size=64, optimizer="hesso")
+    result = run_prune(str(data / "fmnist_resnet.onnx"), str(data / "fmnist_train.npz"), output,
+                       val=str(data / "fmnist_test.npz"), options=options, workdir=report_dir,
+                       log=lambda line: click.echo(line, err=True))
+    click.echo(summary_text(result))
+    if report_dir:
+        write_report(result, report_dir)

@@ -1,0 +1,113 @@
+"""The training loop: shuffled batches, the sparse optimizer's step in place, checkpoints to resume from."""
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..errors import OnnxotoError
+from ..train.data import LABELS
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class TrainingStopped(OnnxotoError):
+    """Training could not go on (a NaN loss); the last good checkpoint is kept."""
+
+
+def targets_for(batch, session, teacher):
+    """What the loss compares the outputs with: the labels, or the original model's outputs."""
+    if session.loss.kind == "distill":
+        names = [i.name for i in teacher.get_inputs()]
+        return teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
+    return batch[LABELS]
+
+
+def model_inputs(batch, session):
+    return {n: batch[n] for n in session.input_names}
+
+
+def epoch_batches(dataset, batch_size, seed, epoch):
+    """The same shuffled order for an epoch whether or not the run was resumed."""
+    return dataset.batches(batch_size, shuffle=True, rng=np.random.default_rng([seed, epoch]))
+
+
+def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None):
+    """Run every step; returns the history of per-epoch records. Checkpoints go to workdir."""
+    steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
+    history = history if history is not None else []
+    start_epoch, skip = 0, 0
+    if resume:
+        start_epoch, skip, history = load_checkpoint(workdir, session, optimizer)
+    log = log or (lambda line: None)
+    epoch, step = start_epoch, skip
+    try:
+        for epoch in range(start_epoch, options.epochs):
+            losses, started = [], time.perf_counter()
+            for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
+                if step < skip:
+                    continue
+                loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
+                if not math.isfinite(loss):
+                    raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr; "
+                                          f"the last good checkpoint is in {workdir}")
+                optimizer.step(session.grads)
+                losses.append(loss)
+                _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
+            skip = 0
+            step = steps_per_epoch
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, **optimizer.metrics()}
+            history.append(record)
+            save_checkpoint(workdir, session, optimizer, epoch + 1, 0, history)
+            log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
+                f"group sparsity {record.get('group_sparsity', 0):.3f}")
+    except KeyboardInterrupt:
+        save_checkpoint(workdir, session, optimizer, epoch, step, history)
+        raise TrainingStopped(f"interrupted: resume with --resume {workdir}") from None
+    return history
+
+
+def _progress(epoch, step, steps, epochs, loss, metrics, started):
+    if not sys.stderr.isatty():
+        return
+    done = step + 1
+    eta = (time.perf_counter() - started) / done * (steps - done)
+    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} step {done}/{steps} loss {loss:.4f} "
+                     f"sparsity {metrics.get('group_sparsity', 0):.3f} {metrics.get('phase', '')} eta {eta:.0f}s   ")
+    if done == steps:
+        sys.stderr.write("\n")
+
+
+def save_checkpoint(workdir, session, optimizer, epoch, step, history):
+    """Parameters, optimizer state and position, atomically (no pickle: plain arrays and numbers)."""
+    arrays = {f"param/{k}": v for k, v in session.weights().items()}
+    for k, v in optimizer.state_dict().items():
+        arrays[f"optim/{k}"] = np.asarray(v)
+    arrays["position"] = np.array([epoch, step], np.int64)
+    keys = sorted({k for record in history for k in record if isinstance(record[k], (int, float))})
+    arrays["history_keys"] = np.array(keys)
+    arrays["history"] = np.array([[float(r.get(k, np.nan) or 0.0) for k in keys] for r in history], np.float64)
+    path = os.path.join(workdir, CHECKPOINT)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(workdir, session, optimizer):
+    path = os.path.join(workdir, CHECKPOINT)
+    if not os.path.isfile(path):
+        raise OnnxotoError(f"--resume {workdir}: no checkpoint there")
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            if key.startswith("param/"):
+                session.params[key[6:]][...] = data[key]
+        optimizer.load_state_dict({k[6:]: _scalar(data[k]) for k in data.files if k.startswith("optim/")})
+        epoch, step = (int(v) for v in data["position"])
+        keys = [str(k) for k in data["history_keys"]]
+        history = [dict(zip(keys, row.tolist())) for row in data["history"]]
+    return epoch, step, history
+
+
+def _scalar(array):
+    return array.item() if array.ndim == 0 else array

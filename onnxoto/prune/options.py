@@ -1,0 +1,61 @@
+"""Options of `onnxoto prune`, their defaults, and the combinations refused up front."""
+from dataclasses import dataclass, field
+
+from ..errors import OptionError
+
+OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
+BASES = ("sgd", "adamw")
+LOSSES = ("ce", "mse", "distill")
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+
+
+@dataclass
+class PruneOptions:
+    target_sparsity: float | None = 0.5  # fraction of ZIGs (channels) removed
+    target_flops: float | None = None  # fraction of FLOPs removed (instead of target_sparsity)
+    optimizer: str = "hesso"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None  # default by base: sgd 0.01, adamw 1e-3
+    base: str = "sgd"
+    loss: str | None = None  # default from the labels: ce for classes, mse for floats, distill without labels
+    round_to: int = 1  # kept channels per group a multiple of this
+    device: str = "cpu"
+    seed: int = 0
+    erase: bool = False
+    verify_batches: int = 4
+    bn_batches: int = 50
+    extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
+
+    def validate(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.base not in BASES:
+            raise OptionError(f"--base {self.base!r}: expected one of {', '.join(BASES)}")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise OptionError(f"--loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.target_flops is not None:
+            self.target_sparsity = None
+            _fraction("--target-flops", self.target_flops)
+        else:
+            _fraction("--target-sparsity", self.target_sparsity)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise OptionError("--epochs and --batch-size must be at least 1")
+        if self.round_to < 1:
+            raise OptionError("--round-to must be at least 1")
+        if self.device not in ("cpu", "cuda"):
+            raise OptionError(f"--device {self.device!r}: expected cpu or cuda")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.base]
+        if self.lr <= 0:
+            raise OptionError("--lr must be positive")
+        return self
+
+    @property
+    def loss_kind(self):
+        return {"ce": "cross_entropy", "mse": "mse", "distill": "distill", None: None}[self.loss]
+
+
+def _fraction(flag, value):
+    if value is None or not 0.0 < value < 1.0:
+        raise OptionError(f"{flag} must be between 0 and 1 (exclusive), got {value}")

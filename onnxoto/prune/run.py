@@ -1,0 +1,182 @@
+"""`onnxoto prune` end to end: load, analyze, train with a sparse optimizer, cut, certify, save."""
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .. import graph, groups
+from ..errors import ModelError, OptionError
+from ..report.measure import profile, session as measure_session
+from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
+from ..surgery import cut, zero_out
+from ..train import TrainingSession, load_data, loss_for, prepare_for_training, recalibrate_batchnorm, trainable_params
+from ..verify import relative_difference, run as run_model
+from ..verify.certify import TOLERANCE
+from .evaluate import evaluate, metric_kind
+from .loop import model_inputs, targets_for, train
+from .options import PruneOptions
+from .zigs import optimizer_groups
+
+OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
+
+
+@dataclass
+class PruneResult:
+    dense_model: str
+    pruned_model: str
+    keep: dict  # group id -> bool per ZIG
+    group_sparsity: float
+    target_sparsity: float | None
+    target_flops: float | None
+    dense: dict = field(default_factory=dict)  # params, flops, metric
+    pruned: dict = field(default_factory=dict)
+    verified: bool = False
+    max_rel_diff: float = float("inf")
+    history: list = field(default_factory=list)
+    groups: list = field(default_factory=list)  # [{"id", "channels", "kept"}]
+    metric: str | None = None
+
+
+def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, **overrides):
+    """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
+    options = options or PruneOptions()
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    options.validate()
+    output = output or _default_output(model)
+    _check_output(output)
+    dense = graph.load(model, strict=True)
+    analysis = groups.analyze(dense)
+    dataset = load_data(data, dense.proto)
+    val_set = load_data(val, dense.proto) if val is not None else None
+    loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels)
+    metric = metric_kind(val_set, loss.kind)
+    keep_work = workdir is not None
+    workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        teacher = _session(dense.proto)
+        trained, opt, history = _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log)
+        trained = recalibrate_batchnorm(trained, dataset, batches=options.bn_batches, batch_size=options.batch_size)
+        keep = _complete_keep(analysis, opt.keep_masks())
+        trained_model = graph.Model.from_proto(trained, dense.name)
+        zeroed = zero_out(trained_model, analysis.groups, keep)
+        pruned = cut(trained_model, analysis.groups, keep)
+        diff = _verify_on_data(zeroed, pruned, dataset, options)
+        if diff > TOLERANCE:
+            raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
+                             "please report this model")
+        _save_atomically(pruned, output)
+        result = _result(model, output, dense, analysis, keep, options, history, diff, metric)
+        result.dense.update(profile(model, batch=options.batch_size))
+        result.pruned.update(profile(output, batch=options.batch_size))
+        result.dense["metric"] = evaluate(teacher, val_set, metric, teacher)
+        result.pruned["metric"] = evaluate(_session(pruned), val_set, metric, teacher)
+        return result
+    finally:
+        if not keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log):
+    """Returns (trained ModelProto, optimizer, history)."""
+    prepared = prepare_for_training(dense.proto)
+    # scalars are the graph's own constants (1/255, GELU's 0.5, epsilons) once folded into initializers
+    sizes = {t.name: int(np.prod(t.dims)) for t in prepared.graph.initializer}
+    trainable = [n for n in trainable_params(prepared) if sizes[n] > 1]
+    zig_groups = optimizer_groups(analysis, trainable, options.round_to)
+    if not zig_groups:
+        raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
+    steps = options.epochs * -(-len(dataset) // options.batch_size)
+    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+                         requires_grad=trainable, model_name=dense.name) as session:
+        base = SGD(lr=options.lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=options.lr)
+        kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
+                      **options.extra)
+        if options.optimizer == "hesso-cric":
+            probe = next(dataset.batches(options.batch_size))
+            probe_target = targets_for(probe, session, teacher)
+            kwargs["loss_fn"] = lambda: session.eval_loss(model_inputs(probe, session), probe_target)
+        opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
+        history = train(session, opt, dataset, options, workdir, teacher, resume, log)
+        trained = _with_weights(dense.proto, session.weights())
+    return trained, opt, history
+
+
+def _with_weights(proto, weights):
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for k, init in enumerate(out.graph.initializer):
+        if init.name in weights:
+            array = weights[init.name].astype(numpy_helper.to_array(init).dtype).reshape(tuple(init.dims))
+            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
+    return out
+
+
+def _complete_keep(analysis, masks):
+    """Groups the optimizer did not handle keep everything; never cut a whole group."""
+    keep = {g.id: np.ones(g.num_zigs, bool) for g in analysis.prunable}
+    for gid, mask in masks.items():
+        if gid in keep and np.asarray(mask).any():
+            keep[gid] = np.asarray(mask, bool)
+    return keep
+
+
+def _verify_on_data(zeroed, pruned, dataset, options):
+    """DESIGN.md §5 on real batches: the cut model against the trained, zeroed one."""
+    names = [i.name for i in zeroed.graph.input]
+    worst = 0.0
+    for k, batch in enumerate(dataset.batches(options.batch_size)):
+        if k >= options.verify_batches:
+            break
+        feeds = {n: batch[n] for n in names if n in batch}
+        worst = max(worst, relative_difference(run_model(zeroed, feeds), run_model(pruned, feeds)))
+    return worst
+
+
+def _session(proto):
+    return measure_session(proto)
+
+
+def _result(model, output, dense, analysis, keep, options, history, diff, metric):
+    pruned_params, pruned_flops = analysis.predict_cost(keep)
+    total = sum(g.num_zigs for g in analysis.prunable)
+    removed = sum(int((~m).sum()) for m in keep.values())
+    return PruneResult(
+        dense_model=os.fspath(model), pruned_model=os.fspath(output), keep=keep,
+        group_sparsity=removed / total if total else 0.0, target_sparsity=options.target_sparsity,
+        target_flops=options.target_flops,
+        dense={"params": int(analysis.params), "flops": int(analysis.flops)},
+        pruned={"params": int(pruned_params), "flops": int(pruned_flops)},
+        verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=metric,
+        groups=[{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "kept": int(keep[g.id].sum())}
+                for g in analysis.prunable])
+
+
+def _default_output(model):
+    root, _ = os.path.splitext(os.fspath(model))
+    return f"{root}.pruned.onnx"
+
+
+def _check_output(output):
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise OptionError(f"-o {output}: folder {folder} does not exist")
+
+
+def _save_atomically(proto, output):
+    """Write to a temporary file beside the target, then rename: never a half-written model."""
+    folder = os.path.dirname(os.path.abspath(output))
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,57 @@
+"""Measurements of a model file: size, params/FLOPs (from the file itself), CPU latency."""
+import os
+import statistics
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .. import graph
+from ..groups import model_cost
+from ..verify import random_inputs
+
+
+def session(proto_or_path, threads=None):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0):
+    """Median wall time of one run, after warm-up; stops early past max_seconds."""
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times, start = [], time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1000)
+        if time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times)
+
+
+def profile(path, batch=32, repeats=20, seed=0):
+    """{"params", "flops", "file_bytes", "latency_ms": {"batch1", "batchN"}} of an ONNX file."""
+    model = graph.load(path, strict=True)
+    params, flops = model_cost(model)
+    sess = session(path)
+    rng = np.random.default_rng(seed)
+    latency = {"batch1": latency_ms(sess, random_inputs(model, rng, batch=1), repeats=repeats),
+               "batchN": latency_ms(sess, random_inputs(model, rng, batch=batch), repeats=repeats), "N": batch}
+    folder = os.path.dirname(os.path.abspath(path))
+    size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, f)) for f in _external_files(path))
+    return {"params": int(params), "flops": int(flops), "file_bytes": int(size), "latency_ms": latency}
+
+
+def _external_files(path):
+    files = set()
+    for t in onnx.load(path, load_external_data=False).graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                files.add(entry.value)
+    return files

@@ -1,0 +1,62 @@
+"""The prune report: report.json and report.md, dense and pruned side by side."""
+import json
+import os
+
+from .table import format_table, human
+
+
+def ratio(pruned, dense):
+    return pruned / dense if dense else None
+
+
+def report_json(result):
+    data = {
+        "dense_model": result.dense_model, "pruned_model": result.pruned_model,
+        "dense": result.dense, "pruned": result.pruned, "metric": result.metric,
+        "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
+        "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
+        "groups": result.groups, "history": result.history,
+    }
+    data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
+    return data
+
+
+def comparison_rows(dense, pruned, metric):
+    rows = []
+    for key, label in (("params", "params"), ("flops", "FLOPs"), ("file_bytes", "file bytes")):
+        if key in dense:
+            rows.append([label, human(dense[key]), human(pruned[key]), f"{ratio(pruned[key], dense[key]):.3f}"])
+    for key in ("batch1", "batchN"):
+        if key in dense.get("latency_ms", {}):
+            d, p = dense["latency_ms"][key], pruned["latency_ms"][key]
+            name = "latency batch 1 (ms)" if key == "batch1" else f"latency batch {dense['latency_ms']['N']} (ms)"
+            rows.append([name, f"{d:.3f}", f"{p:.3f}", f"{p / d:.3f}"])
+    if dense.get("metric") is not None:
+        rows.append([metric or "metric", f"{dense['metric']:.4f}", f"{pruned['metric']:.4f}",
+                     f"{pruned['metric'] - dense['metric']:+.4f}"])
+    return rows
+
+
+def summary_text(result):
+    table = format_table(["", "dense", "pruned", "ratio"], comparison_rows(result.dense, result.pruned, result.metric))
+    target = (f"target sparsity {result.target_sparsity}" if result.target_flops is None
+              else f"target FLOPs removed {result.target_flops}")
+    check = "verified" if result.verified else "NOT verified"
+    return (f"{table}\n\ngroup sparsity {result.group_sparsity:.3f} ({target}); cut model {check} against the "
+            f"trained model (max rel diff {result.max_rel_diff:.2g}); written to {result.pruned_model}")
+
+
+def write_report(result, folder):
+    """report.json and report.md in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "report.json"), "w") as f:
+        json.dump(report_json(result), f, indent=2)
+    groups = format_table(["group", "layer", "channels", "kept"],
+                          [[g["id"], g["layer"], g["channels"], g["kept"]] for g in result.groups])
+    curve = format_table(["epoch", "loss", "group sparsity"],
+                         [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}"]
+                          for h in result.history])
+    with open(os.path.join(folder, "report.md"), "w") as f:
+        f.write(f"# onnxoto prune report\n\n{result.dense_model} -> {result.pruned_model}\n\n```\n"
+                f"{summary_text(result)}\n```\n\n## Kept channels per group\n\n```\n{groups}\n```\n\n"
+                f"## Training\n\n```\n{curve}\n```\n")
