@@ -13,7 +13,7 @@ from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut, zero_out
-from ..train import TrainingSession, load_data, loss_for, prepare_for_training, recalibrate_batchnorm, trainable_params
+from ..train import TrainingSession, load_data, loss_for, prepare_for_training, trainable_params
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE
 from .evaluate import evaluate, metric_kind
@@ -61,7 +61,8 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     try:
         teacher = _session(dense.proto)
         trained, opt, history = _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log)
-        trained = recalibrate_batchnorm(trained, dataset, batches=options.bn_batches, batch_size=options.batch_size)
+        # BatchNorm trained as a frozen affine op (train.prepare_for_training): its running statistics are
+        # exactly those the weights were trained against, so they are not recalibrated.
         keep = _complete_keep(analysis, opt.keep_masks())
         trained_model = graph.Model.from_proto(trained, dense.name)
         zeroed = zero_out(trained_model, analysis.groups, keep)

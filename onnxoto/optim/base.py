@@ -1,0 +1,85 @@
+"""Base directions: SGD and Adam/AdamW with the update rules torch.optim documents, in place."""
+from .backend import array_module
+
+
+class SGD:
+    """SGD with momentum, dampening, Nesterov and coupled weight decay."""
+
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, dampening=0.0, weight_decay=0.0):
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.dampening, self.weight_decay = dampening, weight_decay
+        self.buffers = {}
+
+    def update(self, name, param, grad):
+        """Apply one step to `param` in place; returns the step taken (param_new - param_old)."""
+        xp = array_module(param)
+        g = grad + self.weight_decay * param if self.weight_decay else xp.array(grad, copy=True)
+        if self.momentum:
+            buf = self.buffers.get(name)
+            if buf is None:
+                buf = self.buffers[name] = xp.array(g, copy=True)
+            else:
+                buf *= self.momentum
+                buf += (1.0 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else xp.array(buf, copy=True)
+        g *= -self.lr
+        param += g
+        return g
+
+    def state(self):
+        return {f"momentum/{k}": v for k, v in self.buffers.items()}
+
+    def load_state(self, state):
+        self.buffers = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("momentum/")}
+
+    def forget(self, name, flat_index):
+        """Zero the state of pruned elements, so nothing pushes them back."""
+        buf = self.buffers.get(name)
+        if buf is not None:
+            buf.reshape(-1)[flat_index] = 0
+
+
+class AdamW:
+    """Adam (decoupled=False: L2 added to the gradient) or AdamW (decoupled weight decay); bias-corrected."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decoupled=True):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.weight_decay, self.decoupled = weight_decay, decoupled
+        self.m, self.v, self.steps = {}, {}, {}
+
+    def update(self, name, param, grad):
+        xp = array_module(param)
+        b1, b2 = self.betas
+        if name not in self.m:
+            self.m[name], self.v[name], self.steps[name] = xp.zeros_like(param), xp.zeros_like(param), 0
+        self.steps[name] += 1
+        t = self.steps[name]
+        g = grad
+        if self.weight_decay and not self.decoupled:
+            g = grad + self.weight_decay * param
+        m, v = self.m[name], self.v[name]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        step = -self.lr * (m / (1 - b1 ** t)) / (xp.sqrt(v / (1 - b2 ** t)) + self.eps)
+        if self.weight_decay and self.decoupled:
+            step -= self.lr * self.weight_decay * param
+        param += step
+        return step
+
+    def state(self):
+        out = {f"m/{k}": v for k, v in self.m.items()}
+        out.update({f"v/{k}": v for k, v in self.v.items()})
+        out.update({f"steps/{k}": v for k, v in self.steps.items()})
+        return out
+
+    def load_state(self, state):
+        self.m = {k[2:]: v for k, v in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: v for k, v in state.items() if k.startswith("v/")}
+        self.steps = {k[6:]: int(v) for k, v in state.items() if k.startswith("steps/")}
+
+    def forget(self, name, flat_index):
+        for store in (self.m, self.v):
+            if name in store:
+                store[name].reshape(-1)[flat_index] = 0

@@ -1,0 +1,39 @@
+"""Which ZIGs to prune: one global ranking by saliency, in blocks that keep each group's width a
+multiple of its `divisible`, never a whole group."""
+import numpy as np
+
+
+def blocks(group, score, pruned):
+    """(mean score, ZIG indices) of the group's next prunable blocks, least salient first.
+
+    The first block trims the kept count to a multiple of `divisible`; later ones are `divisible`
+    wide; at least max(divisible, 1) ZIGs always stay."""
+    div = max(1, group.divisible)
+    live = np.flatnonzero(~pruned)
+    order = live[np.argsort(score[live], kind="stable")]
+    kept, start, size = len(live), 0, (len(live) % div) or div
+    out = []
+    while kept - size >= div and group.prunable:
+        block = order[start:start + size]
+        out.append((float(np.mean(score[block])), block))
+        start, kept, size = start + size, kept - size, div
+    return out
+
+
+def select(groups, scores, pruned, budget, cost=None):
+    """New ZIGs to prune so the pruned total reaches `budget` (a ZIG count, or cost units when `cost`
+    gives each group's cost per ZIG). Returns per group a bool array of newly selected ZIGs."""
+    unit = [1.0] * len(groups) if cost is None else list(cost)
+    spent = sum(float(p.sum()) * u for p, u in zip(pruned, unit))
+    candidates = [(mean, k, block) for k, g in enumerate(groups) for mean, block in blocks(g, scores[k], pruned[k])]
+    candidates.sort(key=lambda c: c[0])
+    new = [np.zeros(g.num_zigs, bool) for g in groups]
+    for _, k, block in candidates:
+        if spent >= budget:
+            break
+        price = len(block) * unit[k]
+        if cost is None and spent + price - budget > budget - spent:
+            continue  # a wide block that would overshoot more than it helps
+        new[k][block] = True
+        spent += price
+    return new

@@ -1,0 +1,244 @@
+"""The sparse optimizers on synthetic problems with known answers (numpy; CuPy when a GPU is present)."""
+import numpy as np
+import pytest
+
+from onnxoto.errors import OptionError
+from onnxoto.optim import SGD, AdamW, Dhspg, Hesso, HessoCric, ZigGroup, ZigSlice, default_schedule
+
+
+def rows_group(gid, param, n, divisible=1, flops=1.0):
+    """A group whose ZIG i is row i of `param`."""
+    return ZigGroup(gid, n, [ZigSlice(param, 0, np.arange(n)[:, None])], flops_per_zig=flops, divisible=divisible)
+
+
+# --- base directions against the documented formulas ------------------------------------------
+
+
+def test_sgd_matches_the_torch_formula():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(5).astype(np.float32)
+    grads = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]
+    for nesterov in (False, True):
+        lr, mom, damp, wd = 0.1, 0.9, 0.0 if nesterov else 0.1, 0.01
+        opt, x = SGD(lr, mom, nesterov, damp, wd), p.copy()
+        ref, buf = p.astype(np.float64), None
+        for g in grads:
+            opt.update("p", x, g)
+            d = g + wd * ref
+            buf = d if buf is None else mom * buf + (1 - damp) * d
+            ref = ref - lr * (d + mom * buf if nesterov else buf)
+        np.testing.assert_allclose(x, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_adam_and_adamw_match_the_torch_formula(decoupled):
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal(6).astype(np.float32)
+    lr, (b1, b2), eps, wd = 1e-2, (0.9, 0.999), 1e-8, 0.05
+    opt, x, ref = AdamW(lr, (b1, b2), eps, wd, decoupled), p.copy(), p.astype(np.float64)
+    m = v = np.zeros(6)
+    for t in range(1, 6):
+        g = rng.standard_normal(6).astype(np.float32)
+        opt.update("p", x, g)
+        if decoupled:
+            ref = ref * (1 - lr * wd)
+        else:
+            g = g + wd * ref
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        ref = ref - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(x, ref, atol=1e-6)
+
+
+# --- HESSO -------------------------------------------------------------------------------------
+
+
+def least_squares(signal_rows, n_rows=8, dim=4, samples=256, seed=0):
+    """y = sum over signal rows of <W_true[r], x_r>: only those rows of W matter."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((samples, n_rows, dim)).astype(np.float32)
+    W_true = np.zeros((n_rows, dim), np.float32)
+    W_true[signal_rows] = rng.standard_normal((len(signal_rows), dim)) + 2.0
+    y = np.einsum("snd,nd->s", X, W_true)
+    def grad(W):
+        residual = np.einsum("snd,nd->s", X, W) - y
+        return (np.einsum("s,snd->nd", residual, X) / samples).astype(np.float32)
+    return grad, rng.standard_normal((n_rows, dim)).astype(np.float32) * 0.1
+
+
+def test_hesso_keeps_exactly_the_groups_that_carry_signal():
+    signal = [1, 4, 6]
+    grad, W = least_squares(signal)
+    params = {"W": W}
+    opt = Hesso(params, [rows_group("W", "W", 8)], SGD(lr=0.1), total_steps=400, target_sparsity=5 / 8)
+    for _ in range(400):
+        opt.step({"W": grad(params["W"])})
+    assert np.flatnonzero(opt.keep_masks()["W"]).tolist() == signal
+    assert np.all(params["W"][~opt.keep_masks()["W"]] == 0)
+
+
+def test_target_reached_exactly_with_divisibility_and_exact_zeros_held():
+    rng = np.random.default_rng(0)
+    params = {"a": rng.standard_normal((32, 3)).astype(np.float32), "b": rng.standard_normal((24, 3)).astype(np.float32)}
+    groups = [rows_group("a", "a", 32, divisible=8), rows_group("b", "b", 24, divisible=8)]
+    opt = Hesso(params, groups, SGD(lr=0.01), total_steps=100, target_sparsity=0.5,
+                start_pruning_step=10, pruning_steps=40, pruning_periods=4)
+    zero_since = {}
+    for t in range(100):
+        opt.step({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()})
+        for gid, mask in opt.keep_masks().items():
+            zero = np.flatnonzero(np.all(params[gid] == 0, axis=1))
+            for z in zero:
+                zero_since.setdefault((gid, z), t)
+    masks = opt.keep_masks()
+    kept = {gid: int(m.sum()) for gid, m in masks.items()}
+    assert all(k % 8 == 0 and k > 0 for k in kept.values())
+    assert 56 - sum(kept.values()) in (24, 32)  # the target (28) within one block of 8
+    for gid, mask in masks.items():
+        assert np.all(params[gid][~mask] == 0)  # exactly zero, and held (checked every step below)
+    for (gid, z), t in zero_since.items():
+        assert not masks[gid][z]
+        assert t in (19, 29, 39, 49)  # the last step of a period: the fade reaches zero exactly there
+
+
+def test_exact_target_without_rounding_and_kept_zigs_untouched_by_the_projection():
+    rng = np.random.default_rng(2)
+    start = rng.standard_normal((20, 5)).astype(np.float32)
+    grads = [rng.standard_normal((20, 5)).astype(np.float32) for _ in range(60)]
+    params, plain = {"w": start.copy()}, start.copy()
+    opt, base = Hesso(params, [rows_group("w", "w", 20)], SGD(lr=0.05, momentum=0.9), total_steps=60,
+                      target_sparsity=0.35), SGD(lr=0.05, momentum=0.9)
+    for g in grads:  # gradients independent of the parameters: kept rows must follow plain SGD exactly
+        opt.step({"w": g})
+        base.update("w", plain, g)
+    keep = opt.keep_masks()["w"]
+    assert (~keep).sum() == 7
+    np.testing.assert_array_equal(params["w"][keep], plain[keep])
+    assert np.all(params["w"][~keep] == 0)
+
+
+def test_flops_target_reached():
+    rng = np.random.default_rng(3)
+    params = {"a": rng.standard_normal((10, 2)).astype(np.float32), "b": rng.standard_normal((10, 2)).astype(np.float32)}
+    groups = [rows_group("a", "a", 10, flops=100.0), rows_group("b", "b", 10, flops=10.0)]
+    opt = Hesso(params, groups, SGD(lr=0.01), total_steps=50, target_flops=0.4)
+    for _ in range(50):
+        opt.step({k: np.zeros_like(v) for k, v in params.items()})
+    masks = opt.keep_masks()
+    removed = 100 * (~masks["a"]).sum() + 10 * (~masks["b"]).sum()
+    assert removed >= 0.4 * 1100
+    assert removed - 100 < 0.4 * 1100  # stops once the budget is met (within one ZIG)
+
+
+@pytest.mark.parametrize("kwargs", [dict(pruning_steps=3, pruning_periods=5), dict(target_sparsity=1.0),
+                                    dict(start_pruning_step=90, pruning_steps=20), dict(target_sparsity=0.0)])
+def test_impossible_settings_are_refused(kwargs):
+    params = {"w": np.ones((4, 2), np.float32)}
+    with pytest.raises(OptionError):
+        Hesso(params, [rows_group("w", "w", 4)], SGD(), total_steps=100, **kwargs)
+
+
+def test_default_schedule_is_not_one_shot():
+    s = default_schedule(1000)
+    assert s.start == 100 and s.periods == 10 and s.period_length >= 10 and s.end <= 1000
+
+
+def test_snapshot_and_restore_are_bit_identical():
+    rng = np.random.default_rng(4)
+    params = {"w": rng.standard_normal((6, 3)).astype(np.float32)}
+    opt = Hesso(params, [rows_group("w", "w", 6)], AdamW(lr=0.01), total_steps=40, target_sparsity=0.5)
+    for _ in range(15):
+        opt.step({"w": rng.standard_normal((6, 3)).astype(np.float32)})
+    buffer = params["w"]
+    before = (buffer.copy(), {k: np.array(v, copy=True) for k, v in opt.state_dict().items()})
+    opt.snapshot()
+    for _ in range(10):
+        opt.step({"w": rng.standard_normal((6, 3)).astype(np.float32)})
+    opt.restore()
+    assert params["w"] is buffer  # restored in place: the external buffer is the same object
+    np.testing.assert_array_equal(params["w"], before[0])
+    after = opt.state_dict()
+    assert set(after) == set(before[1])
+    for k, v in before[1].items():
+        np.testing.assert_array_equal(np.asarray(after[k]), v)
+
+
+def test_state_dict_resumes_the_same_trajectory():
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal((8, 2)).astype(np.float32) for _ in range(40)]
+    start = rng.standard_normal((8, 2)).astype(np.float32)
+    a = {"w": start.copy()}
+    full = Hesso(a, [rows_group("w", "w", 8)], SGD(0.05, 0.9), total_steps=40, target_sparsity=0.5)
+    for g in grads:
+        full.step({"w": g})
+    b = {"w": start.copy()}
+    first = Hesso(b, [rows_group("w", "w", 8)], SGD(0.05, 0.9), total_steps=40, target_sparsity=0.5)
+    for g in grads[:17]:
+        first.step({"w": g})
+    state = {k: np.array(v, copy=True) for k, v in first.state_dict().items()}
+    c = {"w": b["w"].copy()}
+    second = Hesso(c, [rows_group("w", "w", 8)], SGD(0.05, 0.9), total_steps=40, target_sparsity=0.5)
+    second.load_state_dict(state)
+    for g in grads[17:]:
+        second.step({"w": g})
+    np.testing.assert_array_equal(c["w"], a["w"])
+
+
+# --- CRIC and DHSPG ----------------------------------------------------------------------------
+
+
+def test_cric_corrects_a_group_that_magnitude_misranks():
+    """Group A: small weights on large features (they matter); group B: large weights on tiny features."""
+    rng = np.random.default_rng(6)
+    X = np.concatenate([rng.standard_normal((128, 4)) * 100, rng.standard_normal((128, 4)) * 0.01], axis=1)
+    w_true = np.concatenate([np.full(4, 0.1), np.full(4, 1.0)])
+    y = X @ w_true
+
+    def make():
+        params = {"a": np.full((4, 1), 0.1, np.float32), "b": np.full((4, 1), 1.0, np.float32)}
+        loss = lambda: float(np.mean((X @ np.concatenate([params["a"][:, 0], params["b"][:, 0]]) - y) ** 2))
+        return params, loss
+
+    groups = lambda: [rows_group("a", "a", 4), rows_group("b", "b", 4)]
+    zero = {"a": np.zeros((4, 1), np.float32), "b": np.zeros((4, 1), np.float32)}
+    params, plain_loss = make()
+    plain = Hesso(params, groups(), SGD(lr=0.0), total_steps=20, target_sparsity=0.5, pruning_periods=1,
+                  saliency_weights={"magnitude": 1.0})
+    for _ in range(20):
+        plain.step(zero)
+    params, loss = make()
+    cric = HessoCric(params, groups(), SGD(lr=0.0), total_steps=20, target_sparsity=0.5, pruning_periods=1,
+                     saliency_weights={"magnitude": 1.0}, loss_fn=loss, sensitivity_weight=5.0)
+    for _ in range(20):
+        cric.step(zero)
+    assert plain.keep_masks()["a"].sum() == 1  # magnitude alone prunes the important group
+    assert cric.keep_masks()["a"].sum() > plain.keep_masks()["a"].sum()
+    assert loss() < plain_loss() / 2  # the pruned network is much better
+
+
+def test_dhspg_hits_the_target_without_stalling_or_overshooting():
+    grad, W = least_squares([0, 3], n_rows=10)
+    params = {"W": W}
+    opt = Dhspg(params, [rows_group("W", "W", 10)], SGD(lr=0.05), total_steps=300, target_sparsity=0.6)
+    for _ in range(300):
+        opt.step({"W": grad(params["W"])})
+    keep = opt.keep_masks()["W"]
+    assert (~keep).sum() == 6
+    assert np.all(params["W"][~keep] == 0) and np.all(np.any(params["W"][keep] != 0, axis=1))
+
+
+def test_numpy_and_cupy_agree():
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:
+        pytest.skip("no GPU")
+    rng = np.random.default_rng(7)
+    start = rng.standard_normal((16, 4)).astype(np.float32)
+    grads = [rng.standard_normal((16, 4)).astype(np.float32) for _ in range(30)]
+    host, device = {"w": start.copy()}, {"w": cupy.asarray(start)}
+    a = Hesso(host, [rows_group("w", "w", 16)], SGD(0.05, 0.9), total_steps=30, target_sparsity=0.5)
+    b = Hesso(device, [rows_group("w", "w", 16)], SGD(0.05, 0.9), total_steps=30, target_sparsity=0.5)
+    for g in grads:
+        a.step({"w": g})
+        b.step({"w": cupy.asarray(g)})
+    np.testing.assert_allclose(host["w"], device["w"].get(), atol=1e-6)
