@@ -41,29 +41,30 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     if resume:
         start_epoch, skip, history = load_checkpoint(workdir, session, optimizer)
     log = log or (lambda line: None)
-    epoch, step = start_epoch, skip
+    position = (start_epoch, skip)  # where a resumed run starts: (epoch, steps of it already done)
     try:
         for epoch in range(start_epoch, options.epochs):
             losses, started = [], time.perf_counter()
             for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
-                if step < skip:
+                if epoch == start_epoch and step < skip:
                     continue
                 loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
                 if not math.isfinite(loss):
-                    raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr; "
-                                          f"the last good checkpoint is in {workdir}")
+                    raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
+                                          "(with --report DIR the last good checkpoint is kept there)")
                 optimizer.step(session.grads)
                 losses.append(loss)
+                position = (epoch, step + 1)
                 _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
-            skip = 0
-            step = steps_per_epoch
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, **optimizer.metrics()}
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                      **optimizer.metrics()}
             history.append(record)
-            save_checkpoint(workdir, session, optimizer, epoch + 1, 0, history)
+            position = (epoch + 1, 0)
+            save_checkpoint(workdir, session, optimizer, *position, history)
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}")
     except KeyboardInterrupt:
-        save_checkpoint(workdir, session, optimizer, epoch, step, history)
+        save_checkpoint(workdir, session, optimizer, *position, history)
         raise TrainingStopped(f"interrupted: resume with --resume {workdir}") from None
     return history
 

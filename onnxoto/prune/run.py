@@ -87,8 +87,9 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     """Returns (trained ModelProto, optimizer, history)."""
     prepared = prepare_for_training(dense.proto)
     # scalars are the graph's own constants (1/255, GELU's 0.5, epsilons) once folded into initializers
-    sizes = {t.name: int(np.prod(t.dims)) for t in prepared.graph.initializer}
-    trainable = [n for n in trainable_params(prepared) if sizes[n] > 1]
+    # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
+    # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
+    trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
     zig_groups = optimizer_groups(analysis, trainable, options.round_to)
     if not zig_groups:
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")

@@ -1,0 +1,113 @@
+"""`onnxoto prune` end to end with real onnxruntime-training steps on small models."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from onnxoto import graph, groups
+from onnxoto.cli import main
+from onnxoto.prune import PruneOptions, prune
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DATA = os.path.join(ROOT, "onnxoto", "data")
+MODELS = os.path.join(ROOT, "models")
+
+
+@pytest.fixture(scope="module")
+def fmnist_small(tmp_path_factory):
+    """512 training and 256 test images of the bundled Fashion-MNIST data."""
+    folder = tmp_path_factory.mktemp("fmnist")
+    for name, n in (("fmnist_train.npz", 512), ("fmnist_test.npz", 256)):
+        with np.load(os.path.join(DATA, name), allow_pickle=False) as d:
+            np.savez(folder / name, x=d["x"][:n], labels=d["labels"][:n])
+    return folder
+
+
+def weights_of(path):
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
+def test_prune_fmnist_writes_a_smaller_verified_model_and_report(fmnist_small, tmp_path):
+    out, report = tmp_path / "small.onnx", tmp_path / "report"
+    result = CliRunner().invoke(main, [
+        "prune", os.path.join(DATA, "fmnist_resnet.onnx"), "--data", str(fmnist_small / "fmnist_train.npz"),
+        "--val", str(fmnist_small / "fmnist_test.npz"), "-o", str(out), "--epochs", "2", "--batch-size", "32",
+        "--report", str(report), "--target-sparsity", "0.5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((report / "report.json").read_text())
+    assert data["verified"] and data["max_rel_diff"] <= 1e-4
+    assert data["group_sparsity"] == pytest.approx(0.5, abs=0.03)
+    assert data["pruned"]["flops"] < data["dense"]["flops"] and data["pruned"]["params"] < data["dense"]["params"]
+    assert {"params", "flops", "latency_ms", "metric"} <= set(data["dense"]) <= set(data["pruned"])
+    assert 0.0 <= data["pruned"]["metric"] <= 1.0
+    assert (report / "report.md").exists()
+    cut = groups.analyze(graph.load(str(out)))  # the written file re-analyzes with the kept widths
+    kept = sorted(g["kept"] for g in data["groups"])
+    assert sorted(g.num_zigs for g in cut.prunable) == kept
+
+
+def test_resume_after_interruption_gives_the_same_weights(fmnist_small, tmp_path):
+    options = dict(epochs=2, batch_size=64, target_sparsity=0.4, seed=3)
+    train = str(fmnist_small / "fmnist_train.npz")
+    model = os.path.join(DATA, "fmnist_resnet.onnx")
+    prune(model, train, str(tmp_path / "full.onnx"), options=PruneOptions(**options), log=lambda s: None)
+
+    def interrupt(line):
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+    work = tmp_path / "work"
+    with pytest.raises(Exception, match="resume"):
+        prune(model, train, str(tmp_path / "part.onnx"), options=PruneOptions(**options), workdir=str(work),
+              log=interrupt)
+    assert not (tmp_path / "part.onnx").exists()  # nothing half-written
+    prune(model, train, str(tmp_path / "resumed.onnx"), options=PruneOptions(**options), workdir=str(work),
+          resume=True, log=lambda s: None)
+    full, resumed = weights_of(tmp_path / "full.onnx"), weights_of(tmp_path / "resumed.onnx")
+    assert full.keys() == resumed.keys()
+    for name in full:
+        np.testing.assert_array_equal(full[name], resumed[name])
+
+
+def test_distillation_prunes_without_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "unlabeled.npz"
+    np.savez(data, x=rng.standard_normal((96, 3, 32, 32)).astype(np.float32))
+    result = prune(os.path.join(MODELS, "vgg_bn.onnx"), str(data), str(tmp_path / "vgg.onnx"),
+                   options=PruneOptions(epochs=2, batch_size=16, target_sparsity=0.3, base="adamw"),
+                   log=lambda s: None)
+    assert result.verified and result.group_sparsity == pytest.approx(0.3, abs=0.05)
+
+
+def test_transformer_prunes_heads_and_ffn_width(tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "tokens.npz"
+    np.savez(data, x=rng.integers(0, 100, (64, 16)).astype(np.int64), labels=rng.integers(0, 10, 64))
+    result = prune(os.path.join(MODELS, "transformer.onnx"), str(data), str(tmp_path / "t.onnx"),
+                   options=PruneOptions(epochs=3, batch_size=16, target_sparsity=0.4, base="adamw"),
+                   log=lambda s: None)
+    assert result.verified
+    widths = {g["channels"]: g["kept"] for g in result.groups}
+    assert any(g["channels"] == 4 and g["kept"] < 4 for g in result.groups) or \
+        any(g["channels"] == 64 and g["kept"] < 64 for g in result.groups)
+    assert widths
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "missing.npz"], "no such file"),
+    (["--data", "{bad_shape}"], "x"),
+    (["--data", "{train}", "--target-sparsity", "1.5"], "target-sparsity"),
+    (["--data", "{train}", "--epochs", "0"], "epochs"),
+])
+def test_bad_input_is_one_line_exit_2(fmnist_small, tmp_path, args, message):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3, 28, 28), np.uint8), labels=np.zeros(4, np.int64))
+    args = [a.format(bad_shape=bad, train=fmnist_small / "fmnist_train.npz") for a in args]
+    out = tmp_path / "never.onnx"
+    result = CliRunner().invoke(main, ["prune", os.path.join(DATA, "fmnist_resnet.onnx"), "-o", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.strip().count("\n") == 0
+    assert not out.exists()
