@@ -129,3 +129,38 @@ def demo(report_dir, output, epochs):
     click.echo(summary_text(result))
     if report_dir:
         write_report(result, report_dir)
+
+
+@main.command()
+@click.argument("dense", type=click.Path())
+@click.argument("pruned", type=click.Path())
+@click.option("--data", type=click.Path(), help="Validation data: adds the metric (accuracy or MSE).")
+@click.option("--batch", type=int, default=32, show_default=True, help="The large batch for latency.")
+@click.option("--repeats", type=int, default=30, show_default=True, help="Timed runs per latency (median).")
+@click.option("--json", "json_path", type=click.Path(), help="Write the comparison as JSON.")
+@user_errors
+def bench(dense, pruned, data, batch, repeats, json_path):
+    """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
+    from . import graph
+    from .prune.evaluate import evaluate, metric_kind
+    from .report.measure import profile, session
+    from .report.prune import comparison_rows
+    from .report.table import format_table
+    from .train import load_data
+    result = {"dense": profile(dense, batch=batch, repeats=repeats), "pruned": profile(pruned, batch=batch, repeats=repeats)}
+    kind = None
+    if data:
+        dataset = load_data(data, graph.load(dense, strict=True).proto)
+        kind = metric_kind(dataset, None)
+        teacher = session(dense)
+        result["dense"]["metric"] = evaluate(teacher, dataset, kind, teacher)
+        result["pruned"]["metric"] = evaluate(session(pruned), dataset, kind, teacher)
+    result["metric"] = kind
+    result["ideal_speedup"] = result["dense"]["flops"] / max(result["pruned"]["flops"], 1)
+    for key in ("batch1", "batchN"):
+        result[f"speedup_{key}"] = result["dense"]["latency_ms"][key] / result["pruned"]["latency_ms"][key]
+    click.echo(format_table(["", "dense", "pruned", "ratio"], comparison_rows(result["dense"], result["pruned"], kind)))
+    click.echo(f"\nideal speed-up (FLOPs ratio) {result['ideal_speedup']:.2f}x; realised: batch 1 "
+               f"{result['speedup_batch1']:.2f}x, batch {batch} {result['speedup_batchN']:.2f}x (medians of {repeats} runs)")
+    if json_path:
+        write_json(json_path, result)

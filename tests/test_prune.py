@@ -111,3 +111,17 @@ def test_bad_input_is_one_line_exit_2(fmnist_small, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
     assert not out.exists()
+
+
+def test_bench_compares_two_models(tmp_path):
+    out = tmp_path / "bench.json"
+    dense = os.path.join(DATA, "fmnist_resnet.onnx")
+    result = CliRunner().invoke(main, ["bench", dense, dense, "--data", os.path.join(DATA, "fmnist_test.npz"),
+                                       "--batch", "8", "--repeats", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for side in ("dense", "pruned"):
+        assert {"params", "flops", "latency_ms", "metric"} <= set(data[side])
+        assert {"batch1", "batchN"} <= set(data[side]["latency_ms"])
+    assert data["dense"]["metric"] == data["pruned"]["metric"] > 0.9
+    assert data["ideal_speedup"] == 1.0
