@@ -1,0 +1,71 @@
+"""Training forms: the training graph with every operator onnxruntime-training (CPU, 1.19.2)
+cannot differentiate replaced by an exactly equivalent composition of operators it can.
+
+Only the training graph is rewritten; the exported model keeps its original operators.
+Parameters keep their names, except those a ParamMap entry renames (ConvTranspose weights,
+trained in Conv layout).
+"""
+import copy
+
+import onnx
+
+from onnxoto.train.forms.activations import hard_sigmoid, hard_swish
+from onnxoto.train.forms.context import Context, NotNeeded, Unsupported
+from onnxoto.train.forms.conv_transpose import conv_transpose
+from onnxoto.train.forms.indexing import pad, slice_
+from onnxoto.train.forms.layout import depth_to_space, space_to_depth
+from onnxoto.train.forms.param_map import ConvTransposeLayout, ParamMap
+from onnxoto.train.forms.pooling import average_pool, global_max_pool, reduce_max
+from onnxoto.train.forms.resize import resize
+
+__all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable"]
+
+# op type -> rewrite(node, ctx): emits the replacement into ctx (its last node writes the
+# node's output) or raises Unsupported, and the node stays.
+REWRITES = {
+    "HardSigmoid": hard_sigmoid,        # no gradient registered
+    "HardSwish": hard_swish,            # no gradient registered
+    "GlobalMaxPool": global_max_pool,   # no gradient registered
+    "ReduceMax": reduce_max,            # no gradient registered
+    "DepthToSpace": depth_to_space,     # no gradient registered
+    "SpaceToDepth": space_to_depth,     # no gradient registered
+    "Resize": resize,                   # no CPU kernel for ResizeGrad
+    "ConvTranspose": conv_transpose,    # no CPU kernel for ConvTransposeGrad
+    "Slice": slice_,                    # negative steps fail at run time
+    "Pad": pad,                         # only mode=constant trains
+    "AveragePool": average_pool,        # AveragePoolGrad dies of SIGFPE (DenseNet)
+}
+
+
+def to_trainable(model: onnx.ModelProto, rewrites: dict | None = None) -> tuple[onnx.ModelProto, ParamMap]:
+    """A copy of `model` in training forms, and the map from its parameters to the model's."""
+    rewrites = REWRITES if rewrites is None else rewrites
+    model = copy.deepcopy(model)
+    ctx = Context(model)
+    ctx.param_map = param_map = ParamMap()
+    nodes = []
+    for node in model.graph.node:
+        rewrite = rewrites.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rewrite is None:
+            nodes.append(node)
+            continue
+        ctx.nodes = []
+        try:
+            rewrite(node, ctx)
+        except NotNeeded:
+            nodes.append(node)
+            continue
+        except Unsupported as reason:
+            param_map.kept.append((node.name or node.output[0], node.op_type, str(reason)))
+            nodes.append(node)
+            continue
+        nodes.extend(ctx.nodes)
+        param_map.rewritten[node.op_type] = param_map.rewritten.get(node.op_type, 0) + 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    kept = [init for init in model.graph.initializer if init.name not in ctx.dropped_initializers]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept + ctx.new_initializers)
+    # Shapes recorded for the replaced nodes' intermediates would be stale; outputs keep theirs.
+    del model.graph.value_info[:]
+    return model, param_map
