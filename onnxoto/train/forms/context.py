@@ -41,8 +41,9 @@ class Context:
         return self.shapes.get(name)
 
     def static_shape(self, name: str, node: onnx.NodeProto) -> tuple:
+        """Dims of `name`, whose spatial dims (axis 2 on) must be static; N and C may be symbolic."""
         shape = self.shape(name)
-        if shape is None or any(d is None for d in shape):
+        if shape is None or any(d is None for d in shape[2:]):
             raise Unsupported(f"needs the static shape of {name!r}, have {shape}")
         return shape
 

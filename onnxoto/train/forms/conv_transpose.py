@@ -57,8 +57,9 @@ def _pads(node, ctx: Context, kernel, strides, dilations, output_padding) -> tup
     for i in range(n):
         total = strides[i] * (dims[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - output_shape[i]
         small, large = total // 2, total - total // 2
-        begin.append(large if auto_pad == "SAME_LOWER" else small)
-        end.append(small if auto_pad == "SAME_LOWER" else large)
+        # onnxruntime puts the larger half first unless SAME_UPPER (also with output_shape and NOTSET)
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
     return begin, end
 
 

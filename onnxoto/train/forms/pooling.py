@@ -68,7 +68,7 @@ def average_pool(node, ctx: Context) -> None:
     if any(pads) and not attribute(node, "count_include_pad", 0):
         dims = ctx.static_shape(x, node)[2:]
         counts = _window_counts(dims, kernel, strides, dilations, pads)
-        summed = ctx.emit("Conv", [x, ctx.const(weight * np.prod(kernel), f"{base}_ones")], base=f"{base}_sum", **conv_attrs)
+        summed = ctx.emit("Conv", [x, ctx.const(np.ones_like(weight), f"{base}_ones")], base=f"{base}_sum", **conv_attrs)
         ctx.emit("Mul", [summed, ctx.const((1.0 / counts).astype(np.float32), f"{base}_inv_count")], node.output[0], base=base)
         return
     ctx.emit("Conv", [x, ctx.const(weight, f"{base}_kernel")], node.output[0], base=base, **conv_attrs)

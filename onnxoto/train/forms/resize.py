@@ -13,8 +13,8 @@ def resize(node, ctx: Context) -> None:
     transform = attribute(node, "coordinate_transformation_mode", "half_pixel")
     if transform not in _MODES:
         raise Unsupported(f"coordinate_transformation_mode={transform}")
-    if attribute(node, "antialias", 0) or attribute(node, "axes") is not None:
-        raise Unsupported("antialias / axes attributes")
+    if attribute(node, "antialias", 0):
+        raise Unsupported("antialias")
     shape = ctx.shape(x)
     if shape is None:
         raise Unsupported("input rank unknown")
@@ -39,10 +39,20 @@ def _sizes_and_scales(node, ctx: Context, shape) -> tuple[list, list]:
     scales_name, sizes_name = (inputs[1], "") if len(node.input) == 2 else (inputs[2], inputs[3])
     sizes = ctx.value(sizes_name) if sizes_name else None
     scales = ctx.value(scales_name) if scales_name else None
+    axes = attribute(node, "axes")
+    if axes is not None:  # opset 18: sizes/scales name only these axes
+        full_sizes, full_scales = list(shape), [1.0] * len(shape)
+        for k, axis in enumerate(int(a) % len(shape) for a in axes):
+            if sizes is not None and len(sizes):
+                full_sizes[axis] = sizes[k]
+            elif scales is not None and len(scales):
+                full_scales[axis] = scales[k]
+        sizes = np.array(full_sizes) if sizes is not None and len(sizes) else None
+        scales = np.array(full_scales) if sizes is None else None
     if sizes is not None and len(sizes):
         if attribute(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
             raise Unsupported("keep_aspect_ratio_policy")
-        sizes = [int(s) for s in sizes]
+        sizes = [None if s is None else int(s) for s in sizes]
         return sizes, [s / d if d else 1.0 for s, d in zip(sizes, shape)]
     if scales is None or not len(scales):
         raise Unsupported("scales/sizes are not constant")
