@@ -9,14 +9,15 @@ def slice_(node, ctx: Context) -> None:
     x, base = node.input[0], node.name or node.output[0]
     shape = ctx.shape(x)
     starts, ends, axes, steps = (ctx.value(n) if n else None for n in (list(node.input) + [""] * 5)[1:5])
+    has_steps = len(node.input) > 4 and node.input[4]
+    if not has_steps or (steps is not None and all(int(s) > 0 for s in steps)):
+        raise NotNeeded("positive steps train as they are")
     if starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None) or \
             (len(node.input) > 4 and node.input[4] and steps is None) or shape is None:
         raise Unsupported("non-constant bounds or unknown rank")
     rank = len(shape)
     axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in axes]
     steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    if all(s > 0 for s in steps):
-        raise NotNeeded("positive steps train as they are")
     forward = [k for k, s in enumerate(steps) if s > 0]
     current = x
     if forward:
