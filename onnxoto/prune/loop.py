@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
 from ..train.data import LABELS
 
@@ -33,8 +34,10 @@ def epoch_batches(dataset, batch_size, seed, epoch):
     return dataset.batches(batch_size, shuffle=True, rng=np.random.default_rng([seed, epoch]))
 
 
-def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None):
-    """Run every step; returns the history of per-epoch records. Checkpoints go to workdir."""
+def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None,
+          comm=None):
+    """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0)."""
+    comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     history = history if history is not None else []
     start_epoch, skip = 0, 0
@@ -48,7 +51,7 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
             for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
                 if epoch == start_epoch and step < skip:
                     continue
-                loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
+                loss = train_step(session, batch, teacher, comm)
                 if not math.isfinite(loss):
                     raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
                                           "(with --report DIR the last good checkpoint is kept there)")
@@ -60,13 +63,35 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                       **optimizer.metrics()}
             history.append(record)
             position = (epoch + 1, 0)
-            save_checkpoint(workdir, session, optimizer, *position, history)
+            comm.check_same(param_checksum(session.params))
+            if comm.is_root:
+                save_checkpoint(workdir, session, optimizer, *position, history)
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}")
     except KeyboardInterrupt:
-        save_checkpoint(workdir, session, optimizer, *position, history)
+        if comm.is_root:
+            save_checkpoint(workdir, session, optimizer, *position, history)
         raise TrainingStopped(f"interrupted: resume with --resume {workdir}") from None
+    except BaseException:
+        comm.fail()  # the other ranks must not wait on this one
+        raise
     return history
+
+
+def train_step(session, batch, teacher, comm):
+    """Forward/backward on this rank's rows of the batch; with several ranks, the gradients (in place) and
+    the loss are then averaged over ranks, weighted by rows: the global batch's mean, as in one process."""
+    rows = len(batch[session.input_names[0]])
+    if rows:
+        loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
+    else:  # a last global batch smaller than the world: this rank adds nothing
+        loss = 0.0
+        for grad in session.grads.values():
+            grad[...] = 0
+    if comm.size == 1:
+        return loss
+    (loss,) = comm.allreduce_mean(session.grads.values(), weight=rows, scalars=(loss,))
+    return loss
 
 
 def _progress(epoch, step, steps, epochs, loss, metrics, started):

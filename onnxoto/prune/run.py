@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .. import graph, groups
+from .. import dist, graph, groups
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
@@ -41,17 +41,21 @@ class PruneResult:
     metric: str | None = None
 
 
-def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, **overrides):
+def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
+          **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
     options = options or PruneOptions()
     for key, value in overrides.items():
         setattr(options, key, value)
     options.validate()
+    comm = comm or dist.communicator(options.device)  # one process: a no-op
+    log = log if comm.is_root else (lambda line: None)
     output = output or _default_output(model)
     _check_output(output)
     dense = graph.load(model, strict=True)
     analysis = groups.analyze(dense)
-    dataset = load_data(data, dense.proto)
+    source, presharded = dist.source_for(data, comm)
+    dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
     val_set = load_data(val, dense.proto) if val is not None else None
     loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels)
     metric = metric_kind(val_set, loss.kind)
@@ -60,10 +64,13 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     os.makedirs(workdir, exist_ok=True)
     try:
         teacher = _session(dense.proto)
-        trained, opt, history = _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log)
+        shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
+        trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm)
         # BatchNorm trained as a frozen affine op (train.prepare_for_training): its running statistics are
         # exactly those the weights were trained against, so they are not recalibrated.
         keep = _complete_keep(analysis, opt.keep_masks())
+        if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
+            return _result(model, output, dense, analysis, keep, options, history, float("nan"), metric)
         trained_model = graph.Model.from_proto(trained, dense.name)
         zeroed = zero_out(trained_model, analysis.groups, keep)
         pruned = cut(trained_model, analysis.groups, keep)
@@ -83,7 +90,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log):
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm):
     """Returns (trained ModelProto, optimizer, history)."""
     prepared = prepare_for_training(dense.proto)
     # scalars are the graph's own constants (1/255, GELU's 0.5, epsilons) once folded into initializers
@@ -94,7 +101,8 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     if not zig_groups:
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
     steps = options.epochs * -(-len(dataset) // options.batch_size)
-    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+    artifacts = os.path.join(workdir, "artifacts") if comm.is_root else None  # others: a temp dir of their own
+    with TrainingSession(prepared, loss, workdir=artifacts, device=options.device,
                          requires_grad=trainable, model_name=dense.name) as session:
         base = SGD(lr=options.lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=options.lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
@@ -102,9 +110,11 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
             probe_target = targets_for(probe, session, teacher)
-            kwargs["loss_fn"] = lambda: session.eval_loss(model_inputs(probe, session), probe_target)
+            rows = len(probe[session.input_names[0]])  # CRIC's loss: the probe batch's, over all ranks
+            kwargs["loss_fn"] = lambda: comm.mean(session.eval_loss(model_inputs(probe, session), probe_target),
+                                                  weight=rows)
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log)
+        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm)
         trained = _with_weights(dense.proto, session.weights())
     return trained, opt, history
 
