@@ -92,16 +92,18 @@ def verify(model, subsets, seed, json_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
+@click.option("--erase", type=float, default=0.0, show_default=True,
+              help="Fraction of erasable branches (residual blocks) to remove whole (OTOv3).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
-          round_to, device, report_dir, resume_dir, seed):
+          round_to, device, report_dir, resume_dir, erase, seed):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
                            target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                           lr=lr, base=base, loss=loss, round_to=round_to, device=device, seed=seed)
+                           lr=lr, base=base, loss=loss, round_to=round_to, device=device, seed=seed, erase=erase)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))

@@ -72,11 +72,15 @@ def test_resume_after_interruption_gives_the_same_weights(fmnist_small, tmp_path
         np.testing.assert_array_equal(full[name], resumed[name])
 
 
-def test_distillation_prunes_without_labels(tmp_path):
+@pytest.mark.parametrize("name", ["vgg_bn.onnx", "unet.onnx", "densenet.onnx", "forms_mobilenetv3.onnx",
+                                  "forms_two_outputs.onnx"])
+def test_distillation_prunes_without_labels(tmp_path, name):
+    """Any model, no labels: including ops that train only through rewritten forms (ConvTranspose,
+    AveragePool, HardSwish, HardSigmoid) and a model with two outputs."""
     rng = np.random.default_rng(0)
     data = tmp_path / "unlabeled.npz"
     np.savez(data, x=rng.standard_normal((96, 3, 32, 32)).astype(np.float32))
-    result = prune(os.path.join(MODELS, "vgg_bn.onnx"), str(data), str(tmp_path / "vgg.onnx"),
+    result = prune(os.path.join(MODELS, name), str(data), str(tmp_path / "pruned.onnx"),
                    options=PruneOptions(epochs=2, batch_size=16, target_sparsity=0.3, base="adamw"),
                    log=lambda s: None)
     assert result.verified and result.group_sparsity == pytest.approx(0.3, abs=0.05)
@@ -125,3 +129,22 @@ def test_bench_compares_two_models(tmp_path):
         assert {"batch1", "batchN"} <= set(data[side]["latency_ms"])
     assert data["dense"]["metric"] == data["pruned"]["metric"] > 0.9
     assert data["ideal_speedup"] == 1.0
+
+
+@pytest.mark.parametrize("model, data_kind", [("fmnist", "images"), ("transformer", "tokens")])
+def test_erase_removes_whole_branches(fmnist_small, tmp_path, model, data_kind):
+    if data_kind == "images":
+        path, data = os.path.join(DATA, "fmnist_resnet.onnx"), str(fmnist_small / "fmnist_train.npz")
+    else:
+        rng = np.random.default_rng(2)
+        path, data = os.path.join(MODELS, "transformer.onnx"), str(tmp_path / "tokens.npz")
+        np.savez(data, x=rng.integers(0, 100, (64, 16)).astype(np.int64), labels=rng.integers(0, 10, 64))
+    out = tmp_path / "erased.onnx"
+    result = prune(path, data, str(out), options=PruneOptions(epochs=2, batch_size=32, target_sparsity=0.2,
+                                                              erase=0.5, base="adamw"), log=lambda s: None)
+    assert result.verified and len(result.erased) >= 1
+    nodes = {n.name for n in onnx.load(out).graph.node}
+    for unit in result.erased:
+        assert not nodes & set(unit["nodes"])  # the branch's operators are gone
+        assert unit["flops_share"] > 0
+    assert not any(n.op_type == "Identity" for n in onnx.load(out).graph.node)

@@ -4,7 +4,6 @@ import numpy as np
 
 from ..errors import OptionError
 from .hesso import Hesso
-from .select import select
 
 SENSITIVITY_FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -19,22 +18,22 @@ class HessoCric(Hesso):
         self.cycles_run = []  # cycles used per period, for reports and tests
 
     def _start_period(self, period):
-        budget, cost = self._budget(period)
         self.snapshot()
         scores = self.scores()
         sensitivity = self.sensitivity(scores)
         history = [scores]
-        candidates = select(self.groups, self._corrected(history, sensitivity), self.pruned, budget, cost)
+        candidates = self._select(period, self._corrected(history, sensitivity))
         used = 0
         for used in range(1, self.cycles + 1):
-            self._zero_zigs([p | c for p, c in zip(self.pruned, candidates)])  # simulate the pruning
+            undo = self._zero_zigs([p | c for p, c in zip(self.pruned, candidates)])  # simulate the pruning
             history.append(self.scores())
-            self.restore()
-            again = select(self.groups, self._corrected(history, sensitivity), self.pruned, budget, cost)
+            self._undo(undo)
+            again = self._select(period, self._corrected(history, sensitivity))
             if all(np.array_equal(a, c) for a, c in zip(again, candidates)):
                 break
             candidates = again
         self.cycles_run.append(used)
+        self.restore()  # bit-identical to before the cycles, whatever loss_fn touched
         self.fading = candidates
         self.pruned = [p | c for p, c in zip(self.pruned, candidates)]
         self._refresh_elements()
@@ -50,9 +49,9 @@ class HessoCric(Hesso):
             for fraction in SENSITIVITY_FRACTIONS:
                 masks = [p.copy() for p in self.pruned]
                 masks[k][order[:max(1, int(fraction * len(live)))]] = True
-                self._zero_zigs(masks)
+                undo = self._zero_zigs(masks)
                 rises.append(self.loss_fn() / before - 1.0)
-                self.restore()
+                self._undo(undo)  # only the zeroed elements go back: no full restore per evaluation
             out[k] = np.mean(rises)
         return out
 
@@ -64,5 +63,15 @@ class HessoCric(Hesso):
         return [m + self.sensitivity_weight * typical * s / scale for m, s in zip(mean, sensitivity)]
 
     def _zero_zigs(self, masks):
+        """Zero the ZIGs in `masks`; returns what `_undo` needs to put their values back."""
+        undo = []
         for name, flat in self._elements(masks).items():
-            self.params[name].reshape(-1)[flat] = 0
+            view = self.params[name].reshape(-1)
+            undo.append((view, flat, view[flat]))  # fancy indexing gathers a copy
+            view[flat] = 0
+        return undo
+
+    @staticmethod
+    def _undo(undo):
+        for view, flat, values in reversed(undo):
+            view[flat] = values

@@ -22,6 +22,8 @@ class ZigGroup:
     params_per_zig: float = 0.0
     divisible: int = 1  # kept count a multiple of this (when possible)
     prunable: bool = True
+    erasable: bool = False  # a whole branch (one ZIG): may be pruned entirely, against its own budget
+    join: str = ""  # erasable branches sharing a join are exclusive: the join keeps one live input
 
 
 class FlatIndex:

@@ -8,18 +8,21 @@ from .groups import FlatIndex
 from .saliency import saliency
 from .schedule import default_schedule
 from .select import select
+from .snapshot import restore_into, save_into
 
 
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 group_divisible=None, total_flops=None):
+                 group_divisible=None, total_flops=None, erase_fraction=0.0):
         if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
             raise OptionError(f"target FLOPs fraction must be in (0, 1), got {target_flops}")
         self.params, self.base = params, base
-        self.groups = [g for g in groups if g.num_zigs > 1]
+        self.all_groups = list(groups)  # keep_masks answers for every group, pruned or not
+        self.groups = [g for g in groups if g.num_zigs > 1 or g.erasable]
+        self.erase_fraction = erase_fraction
         if group_divisible:
             for g in self.groups:
                 g.divisible = group_divisible
@@ -27,19 +30,20 @@ class Hesso:
         self.index = FlatIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
-        self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups)
+        self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         self.weights = saliency_weights
         self.t = 0
         self.pruned = [np.zeros(g.num_zigs, bool) for g in self.groups]  # marked: fading or zero
         self.fading = [np.zeros(g.num_zigs, bool) for g in self.groups]  # marked in the current period
         self.directions = {name: self.xp.zeros_like(p) for name, p in params.items()}
+        self._saved = None
         self._refresh_elements()
 
     # --- the step -------------------------------------------------------------------------
     def step(self, grads):
         """One step in place on the params: base direction for all, then the pruning projection."""
         for name, param in self.params.items():
-            self.directions[name][...] = self.base.update(name, param, grads[name])
+            self.base.update(name, param, grads[name], out=self.directions[name])
         position = self.schedule.position(self.t)
         if position is not None and position[1] == 0:
             self._start_period(position[0])
@@ -48,22 +52,39 @@ class Hesso:
 
     def _start_period(self, period):
         """Mark the ZIGs this period fades: everything faded before is zero by now."""
-        scores = self.scores()
-        new = select(self.groups, scores, self.pruned, *self._budget(period))
+        new = self._select(period, self.scores())
         self.fading = new
         self.pruned = [p | n for p, n in zip(self.pruned, new)]
         self._refresh_elements()
+
+    def _select(self, period, scores):
+        """Channels against the sparsity/FLOPs budget; erasable branches against their own."""
+        channels = [not g.erasable and g.prunable for g in self.groups]
+        new = select(*self._subset(channels, scores), *self._budget(period))
+        units = [g.erasable for g in self.groups]
+        if any(units) and self.erase_fraction:
+            count = int(round(self.erase_fraction * sum(units) * (period + 1) / self.schedule.periods))
+            chosen = select(*self._subset(units, scores), count, [float(u) for u in units])
+            new = [c if u else n for u, n, c in zip(units, new, chosen)]
+        return new
+
+    def _subset(self, which, scores):
+        """(groups, scores, pruned) restricted to `which`, others presented as unprunable."""
+        groups = [g if w else _Frozen(g) for g, w in zip(self.groups, which)]
+        return groups, scores, self.pruned
 
     def scores(self):
         return saliency(self.index, self.params, self.directions, self.weights)
 
     def _budget(self, period):
-        """(budget, cost per ZIG or None) reached cumulatively by the end of `period`."""
+        """(budget, cost per ZIG or None) over channel groups, reached cumulatively by the end of `period`."""
         share = (period + 1) / self.schedule.periods
+        channels = [g for g in self.groups if not g.erasable]
         if self.target_flops is not None:
-            return self.target_flops * self.total_flops * share, [g.flops_per_zig for g in self.groups]
-        total = sum(g.num_zigs for g in self.groups)
-        return int(round(self.target_sparsity * total * share)), None
+            return self.target_flops * self.total_flops * share, [0.0 if g.erasable else g.flops_per_zig
+                                                                  for g in self.groups]
+        total = sum(g.num_zigs for g in channels)
+        return int(round(self.target_sparsity * total * share)), [0.0 if g.erasable else 1.0 for g in self.groups]
 
     def _project(self, position):
         """Fading ZIGs shrink by (D-t-1)/(D-t) (zero at the period's end); earlier ones stay zero."""
@@ -99,7 +120,10 @@ class Hesso:
 
     # --- what the caller reads ------------------------------------------------------------
     def keep_masks(self):
-        return {g.id: ~p for g, p in zip(self.groups, self.pruned)}
+        """Group id -> bool (num_zigs,), False = pruned, for every group given (unoptimized ones all True)."""
+        masks = {g.id: np.ones(g.num_zigs, bool) for g in self.all_groups}
+        masks.update({g.id: ~p for g, p in zip(self.groups, self.pruned)})
+        return masks
 
     def metrics(self):
         total = sum(g.num_zigs for g in self.groups)
@@ -132,18 +156,29 @@ class Hesso:
         self._refresh_elements(forget=False)
 
     def snapshot(self):
-        """In-place copies of every parameter and of the optimizer state."""
-        self._saved = ({n: p.copy() for n, p in self.params.items()},
-                       {k: (v.copy() if hasattr(v, "copy") else v) for k, v in self.base.state().items()},
-                       {n: d.copy() for n, d in self.directions.items()},
-                       [p.copy() for p in self.pruned], [f.copy() for f in self.fading], self.t)
+        """Copy every parameter, direction and optimizer state into buffers kept from the last snapshot."""
+        saved = self._saved or {"params": {}, "directions": {}, "base": {}}
+        save_into(saved["params"], self.params)
+        save_into(saved["directions"], self.directions)
+        save_into(saved["base"], self.base.state())
+        saved["marks"] = ([p.copy() for p in self.pruned], [f.copy() for f in self.fading], self.t)
+        self._saved = saved
 
     def restore(self):
-        params, base, directions, pruned, fading, t = self._saved
-        for name, saved in params.items():
-            self.params[name][...] = saved
-        for name, saved in directions.items():
-            self.directions[name][...] = saved
-        self.base.load_state({k: (v.copy() if hasattr(v, "copy") else v) for k, v in base.items()})
-        self.pruned, self.fading, self.t = [p.copy() for p in pruned], [f.copy() for f in fading], t
+        """Write the last snapshot back in place: the caller's buffers stay the same objects."""
+        if self._saved is None:
+            raise RuntimeError("restore() without snapshot()")
+        restore_into(self.params, self._saved["params"])
+        restore_into(self.directions, self._saved["directions"])
+        self.base.load_state(restore_into(self.base.state(), self._saved["base"]))
+        pruned, fading, self.t = self._saved["marks"]
+        self.pruned, self.fading = [p.copy() for p in pruned], [f.copy() for f in fading]
         self._refresh_elements(forget=False)
+
+
+class _Frozen:
+    """A group shown to the selector as not prunable (outside the budget being spent)."""
+
+    def __init__(self, group):
+        self.__dict__.update(group.__dict__)
+        self.prunable, self.erasable = False, False

@@ -8,6 +8,8 @@ def blocks(group, score, pruned):
 
     The first block trims the kept count to a multiple of `divisible`; later ones are `divisible`
     wide; at least max(divisible, 1) ZIGs always stay."""
+    if group.erasable:
+        return [] if pruned.all() else [(float(score[0]), np.array([0]))]
     div = max(1, group.divisible)
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
@@ -28,11 +30,18 @@ def select(groups, scores, pruned, budget, cost=None):
     candidates = [(mean, k, block) for k, g in enumerate(groups) for mean, block in blocks(g, scores[k], pruned[k])]
     candidates.sort(key=lambda c: c[0])
     new = [np.zeros(g.num_zigs, bool) for g in groups]
+    joins = {g.join for g, p in zip(groups, pruned) if g.erasable and p.all()}
     for _, k, block in candidates:
         if spent >= budget:
             break
+        if groups[k].erasable:
+            if groups[k].join in joins:
+                continue  # the other input of this join is already gone
+            joins.add(groups[k].join)
         price = len(block) * unit[k]
-        if cost is None and spent + price - budget > budget - spent:
+        if price == 0:
+            continue  # outside this budget
+        if len(block) > 1 and spent + price - budget > budget - spent:
             continue  # a wide block that would overshoot more than it helps
         new[k][block] = True
         spent += price

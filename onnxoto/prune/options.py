@@ -22,7 +22,7 @@ class PruneOptions:
     round_to: int = 1  # kept channels per group a multiple of this
     device: str = "cpu"
     seed: int = 0
-    erase: bool = False
+    erase: float = 0.0  # fraction of erasable branches (residual blocks) to remove whole
     verify_batches: int = 4
     bn_batches: int = 50
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
@@ -45,6 +45,8 @@ class PruneOptions:
             raise OptionError("--round-to must be at least 1")
         if self.device not in ("cpu", "cuda"):
             raise OptionError(f"--device {self.device!r}: expected cpu or cuda")
+        if not 0.0 <= self.erase < 1.0:
+            raise OptionError(f"--erase must be a fraction in [0, 1), got {self.erase}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.base]
         if self.lr <= 0:

@@ -12,14 +12,15 @@ from .. import dist, graph, groups
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
-from ..surgery import cut, zero_out
+from ..surgery import cut, erase
 from ..train import TrainingSession, load_data, loss_for, prepare_for_training, trainable_params
+from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE
 from .evaluate import evaluate, metric_kind
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions
-from .zigs import optimizer_groups
+from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
 
@@ -39,6 +40,7 @@ class PruneResult:
     history: list = field(default_factory=list)
     groups: list = field(default_factory=list)  # [{"id", "channels", "kept"}]
     metric: str | None = None
+    erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -68,20 +70,25 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm)
         # BatchNorm trained as a frozen affine op (train.prepare_for_training): its running statistics are
         # exactly those the weights were trained against, so they are not recalibrated.
-        keep = _complete_keep(analysis, opt.keep_masks())
+        masks = opt.keep_masks()
+        keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
             return _result(model, output, dense, analysis, keep, options, history, float("nan"), metric)
+        erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
         trained_model = graph.Model.from_proto(trained, dense.name)
-        zeroed = zero_out(trained_model, analysis.groups, keep)
-        pruned = cut(trained_model, analysis.groups, keep)
-        diff = _verify_on_data(zeroed, pruned, dataset, options)
+        pruned = erase(cut(trained_model, analysis.groups, keep), erased, dense.name)
+        # the certificate compares with the trained model itself: this also proves its zeros are exact
+        diff = _verify_on_data(trained, pruned, dataset, options)
         if diff > TOLERANCE:
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
         _save_atomically(pruned, output)
         result = _result(model, output, dense, analysis, keep, options, history, diff, metric)
-        result.dense.update(profile(model, batch=options.batch_size))
-        result.pruned.update(profile(output, batch=options.batch_size))
+        result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
+                          "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
+        sample = next(dataset.batches(options.batch_size))
+        result.dense.update(profile(model, batch=options.batch_size, sample=sample))
+        result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
         result.dense["metric"] = evaluate(teacher, val_set, metric, teacher)
         result.pruned["metric"] = evaluate(_session(pruned), val_set, metric, teacher)
         return result
@@ -92,21 +99,23 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
 
 def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm):
     """Returns (trained ModelProto, optimizer, history)."""
-    prepared = prepare_for_training(dense.proto)
-    # scalars are the graph's own constants (1/255, GELU's 0.5, epsilons) once folded into initializers
+    # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
+    prepared, param_map = to_trainable(prepare_for_training(dense.proto))
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
     zig_groups = optimizer_groups(analysis, trainable, options.round_to)
+    if options.erase:
+        zig_groups += unit_groups(analysis, trainable)
     if not zig_groups:
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
+    zig_groups = in_training_layout(zig_groups, param_map)
     steps = options.epochs * -(-len(dataset) // options.batch_size)
-    artifacts = os.path.join(workdir, "artifacts") if comm.is_root else None  # others: a temp dir of their own
-    with TrainingSession(prepared, loss, workdir=artifacts, device=options.device,
-                         requires_grad=trainable, model_name=dense.name) as session:
+    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+                         requires_grad=param_map.training_params(trainable), model_name=dense.name) as session:
         base = SGD(lr=options.lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=options.lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
-                      **options.extra)
+                      total_flops=analysis.flops, erase_fraction=options.erase, **options.extra)
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
             probe_target = targets_for(probe, session, teacher)
@@ -115,7 +124,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
                                                   weight=rows)
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
         history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm)
-        trained = _with_weights(dense.proto, session.weights())
+        trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
     return trained, opt, history
 
 
@@ -138,15 +147,15 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(zeroed, pruned, dataset, options):
-    """DESIGN.md §5 on real batches: the cut model against the trained, zeroed one."""
-    names = [i.name for i in zeroed.graph.input]
+def _verify_on_data(trained, pruned, dataset, options):
+    """DESIGN.md §5 on real batches: the cut model against the trained one."""
+    names = [i.name for i in trained.graph.input]
     worst = 0.0
     for k, batch in enumerate(dataset.batches(options.batch_size)):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(run_model(zeroed, feeds), run_model(pruned, feeds)))
+        worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds)))
     return worst
 
 

@@ -17,3 +17,30 @@ def optimizer_groups(analysis, trainable, round_to=1):
         out.append(ZigGroup(id=g.id, num_zigs=g.num_zigs, slices=slices, flops_per_zig=g.flops_per_zig,
                             params_per_zig=g.params_per_zig, divisible=round_to))
     return out
+
+
+def unit_groups(analysis, trainable):
+    """One single-ZIG group per erasable branch: all of its trainable weights (statistics such as
+    BatchNorm's running mean/var need not be zero: the pipeline checks the trained model itself)."""
+    out = []
+    trainable = set(trainable)
+    for unit in analysis.erasable:
+        weights = [p for p in unit.params if p in trainable]
+        if not weights:
+            continue
+        slices = [ZigSlice(p, 0, np.arange(analysis.model.shapes[p][0], dtype=np.int64)[None, :]) for p in weights]
+        out.append(ZigGroup(id=unit.id, num_zigs=1, slices=slices, flops_per_zig=float(unit.flops),
+                            params_per_zig=float(unit.param_count), erasable=True, join=unit.join))
+    return out
+
+
+def in_training_layout(zig_groups, param_map):
+    """The same groups over the training graph's parameters (a ConvTranspose trains as a Conv:
+    another name, swapped axes; see train.forms)."""
+    for g in zig_groups:
+        slices = []
+        for s in g.slices:
+            name, axis, channels = param_map.index_to_training(s.param, s.axis, s.index.ravel())
+            slices.append(ZigSlice(name, axis, np.asarray(channels, np.int64).reshape(s.index.shape)))
+        g.slices = slices
+    return zig_groups

@@ -35,14 +35,21 @@ def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0):
     return statistics.median(times)
 
 
-def profile(path, batch=32, repeats=20, seed=0):
-    """{"params", "flops", "file_bytes", "latency_ms": {"batch1", "batchN"}} of an ONNX file."""
+def profile(path, batch=32, repeats=20, seed=0, sample=None):
+    """{"params", "flops", "file_bytes", "latency_ms": {"batch1", "batchN"}} of an ONNX file.
+
+    sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs."""
     model = graph.load(path, strict=True)
     params, flops = model_cost(model)
     sess = session(path)
     rng = np.random.default_rng(seed)
-    latency = {"batch1": latency_ms(sess, random_inputs(model, rng, batch=1), repeats=repeats),
-               "batchN": latency_ms(sess, random_inputs(model, rng, batch=batch), repeats=repeats), "N": batch}
+    if sample is not None:
+        small = {n: sample[n][:1] for n in model.input_names}
+        large = {n: sample[n][:batch] for n in model.input_names}
+    else:
+        small, large = random_inputs(model, rng, batch=1), random_inputs(model, rng, batch=batch)
+    latency = {"batch1": latency_ms(sess, small, repeats=repeats),
+               "batchN": latency_ms(sess, large, repeats=repeats), "N": len(next(iter(large.values())))}
     folder = os.path.dirname(os.path.abspath(path))
     size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, f)) for f in _external_files(path))
     return {"params": int(params), "flops": int(flops), "file_bytes": int(size), "latency_ms": latency}

@@ -15,7 +15,7 @@ def report_json(result):
         "dense": result.dense, "pruned": result.pruned, "metric": result.metric,
         "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
-        "groups": result.groups, "history": result.history,
+        "groups": result.groups, "erased": result.erased, "history": result.history,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
@@ -42,8 +42,13 @@ def summary_text(result):
     target = (f"target sparsity {result.target_sparsity}" if result.target_flops is None
               else f"target FLOPs removed {result.target_flops}")
     check = "verified" if result.verified else "NOT verified"
-    return (f"{table}\n\ngroup sparsity {result.group_sparsity:.3f} ({target}); cut model {check} against the "
-            f"trained model (max rel diff {result.max_rel_diff:.2g}); written to {result.pruned_model}")
+    lines = [table, "", f"group sparsity {result.group_sparsity:.3f} ({target})"]
+    if result.erased:
+        lines.append(f"erased {len(result.erased)} branches "
+                     f"({100 * sum(u['flops_share'] for u in result.erased):.1f}% of FLOPs)")
+    lines.append(f"cut model {check} against the trained model (max rel diff {result.max_rel_diff:.2g}); "
+                 f"written to {result.pruned_model}")
+    return "\n".join(lines)
 
 
 def write_report(result, folder):
@@ -59,4 +64,11 @@ def write_report(result, folder):
     with open(os.path.join(folder, "report.md"), "w") as f:
         f.write(f"# onnxoto prune report\n\n{result.dense_model} -> {result.pruned_model}\n\n```\n"
                 f"{summary_text(result)}\n```\n\n## Kept channels per group\n\n```\n{groups}\n```\n\n"
-                f"## Training\n\n```\n{curve}\n```\n")
+                f"## Erased operators\n\n{_erased_text(result)}\n\n## Training\n\n```\n{curve}\n```\n")
+
+
+def _erased_text(result):
+    if not result.erased:
+        return "none"
+    rows = [[u["id"], len(u["nodes"]), human(u["params"]), f"{100 * u['flops_share']:.1f}%"] for u in result.erased]
+    return "```\n" + format_table(["branch", "nodes", "params", "FLOPs share"], rows) + "\n```"

@@ -6,10 +6,11 @@ SYMBOLIC_SIZE = 2
 
 
 def random_inputs(model, rng, batch=SYMBOLIC_SIZE):
-    """Feed dict for a normalized graph.Model."""
+    """Feed dict for a normalized graph.Model: a symbolic first axis gets `batch`, other symbolic axes 2."""
     feeds = {}
     for name in model.input_names:
-        shape = tuple(d if isinstance(d, int) else batch for d in (model.shapes.get(name) or ()))
+        dims = model.shapes.get(name) or ()
+        shape = tuple(d if isinstance(d, int) else batch if k == 0 else SYMBOLIC_SIZE for k, d in enumerate(dims))
         dtype = helper.tensor_dtype_to_np_dtype(model.dtypes[name])
         if np.issubdtype(dtype, np.integer):
             feeds[name] = rng.integers(0, _index_limit(model, name), size=shape).astype(dtype)
