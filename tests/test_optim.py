@@ -226,19 +226,215 @@ def test_dhspg_hits_the_target_without_stalling_or_overshooting():
     assert np.all(params["W"][~keep] == 0) and np.all(np.any(params["W"][keep] != 0, axis=1))
 
 
-def test_numpy_and_cupy_agree():
+def test_cric_cycles_correct_a_pair_that_is_only_cheap_one_at_a_time():
+    """a1 and b1 carry the same feature: each alone is cheap to prune, both together cost the feature.
+    Magnitude ranks them lowest; the cycles see the loss their joint removal causes and swap one out."""
+    rng = np.random.default_rng(8)
+    features = rng.standard_normal((2000, 8))
+    features[:, 4] = features[:, 0] + 0.01 * rng.standard_normal(2000)  # b1 duplicates a1
+    w = np.array([0.3, 1, 1, 1, 0.3, 0.32, 1, 1])
+    y = features @ w + 0.05 * rng.standard_normal(2000)
+
+    def prune(cycles):
+        params = {"a": w[:4, None].astype(np.float32), "b": w[4:, None].astype(np.float32)}
+        loss = lambda: float(np.mean((features @ np.concatenate([params["a"][:, 0], params["b"][:, 0]]) - y) ** 2))
+        opt = HessoCric(params, [rows_group("a", "a", 4), rows_group("b", "b", 4)], SGD(lr=0.0), total_steps=20,
+                        target_sparsity=0.25, pruning_periods=1, saliency_weights={"magnitude": 1.0}, loss_fn=loss,
+                        cric_cycles=cycles, sensitivity_weight=0.0)
+        for _ in range(20):
+            opt.step({"a": np.zeros((4, 1), np.float32), "b": np.zeros((4, 1), np.float32)})
+        masks = opt.keep_masks()
+        return np.concatenate([~masks["a"], ~masks["b"]]), loss(), opt.cycles_run
+
+    pruned_plain, loss_plain, _ = prune(cycles=0)
+    pruned_cric, loss_cric, cycles_run = prune(cycles=3)
+    assert np.flatnonzero(pruned_plain).tolist() == [0, 4]  # both copies of the feature
+    assert pruned_cric.sum() == 2 and pruned_cric[5] and pruned_cric[0] != pruned_cric[4]  # one copy and b2
+    assert loss_cric < 0.6 * loss_plain
+    assert cycles_run == [2]  # stopped early: the second cycle repeated the candidate set
+
+
+def test_cric_leaves_parameters_and_state_as_they_were_after_its_cycles():
+    rng = np.random.default_rng(9)
+    params = {"w": rng.standard_normal((8, 3)).astype(np.float32)}
+    target = rng.standard_normal((8, 3)).astype(np.float32)
+    loss = lambda: float(np.sum((params["w"] - target) ** 2))
+    grads = [rng.standard_normal((8, 3)).astype(np.float32) for _ in range(12)]
+    twin = {"w": params["w"].copy()}
+    cric = HessoCric(params, [rows_group("w", "w", 8)], SGD(0.01, 0.9), total_steps=12, target_sparsity=0.25,
+                     start_pruning_step=4, pruning_steps=4, pruning_periods=1, loss_fn=loss)
+    plain = Hesso(twin, [rows_group("w", "w", 8)], SGD(0.01, 0.9), total_steps=12, target_sparsity=0.25,
+                  start_pruning_step=4, pruning_steps=4, pruning_periods=1)
+    for g in grads[:5]:  # up to and including the period's first step, where the cycles run
+        cric.step({"w": g})
+        plain.step({"w": g})
+    keep = cric.keep_masks()["w"]
+    # same trajectory as HESSO fading the same rows: the simulations left no trace
+    plain.pruned = plain.fading = [~keep]
+    plain._refresh_elements()
+    for g in grads[5:]:
+        cric.step({"w": g})
+        plain.step({"w": g})
+    np.testing.assert_array_equal(params["w"], twin["w"])
+
+
+def test_dhspg_without_gradient_follows_the_linear_path_to_zero():
+    """With no gradient the adaptive push is exactly the one that reaches zero at the period's end."""
+    rng = np.random.default_rng(10)
+    start = rng.standard_normal((6, 4)).astype(np.float32)
+    params = {"w": start.copy()}
+    opt = Dhspg(params, [rows_group("w", "w", 6)], SGD(lr=0.1), total_steps=20, target_sparsity=0.5,
+                start_pruning_step=0, pruning_steps=5, pruning_periods=1)
+    zero = {"w": np.zeros_like(start)}
+    for t in range(5):
+        opt.step(zero)
+        fading = ~opt.keep_masks()["w"]
+        np.testing.assert_allclose(params["w"][fading], start[fading] * (4 - t) / 5, atol=1e-6)
+    assert np.all(params["w"][fading] == 0) and np.all(params["w"][~fading] == start[~fading])
+
+
+def test_dhspg_half_space_projection_zeroes_a_zig_its_step_carries_past_the_origin():
+    start = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]], np.float32)
+    params = {"w": start.copy()}
+    opt = Dhspg(params, [rows_group("w", "w", 4)], SGD(lr=1.0), total_steps=40, target_sparsity=0.5,
+                start_pruning_step=0, pruning_steps=10, pruning_periods=1, saliency_weights={"magnitude": 1.0})
+    opt.step({"w": 1.5 * start})  # every row steps to -0.5 x: through the origin
+    fading = ~opt.keep_masks()["w"]
+    assert fading.tolist() == [True, True, False, False]
+    assert np.all(params["w"][fading] == 0)  # projected at once, not faded over the period
+    np.testing.assert_allclose(params["w"][~fading], -0.5 * start[~fading])  # the others: plain SGD
+
+
+def test_dhspg_push_is_adaptive_against_a_gradient_that_resists():
+    """A gradient that pulls the candidates away from zero does not stall them: zero by the period's end."""
+    rng = np.random.default_rng(11)
+    params = {"w": rng.standard_normal((10, 3)).astype(np.float32)}
+    opt = Dhspg(params, [rows_group("w", "w", 10)], SGD(lr=0.05, momentum=0.9), total_steps=60,
+                target_sparsity=0.3, start_pruning_step=10, pruning_steps=30, pruning_periods=3)
+    for t in range(60):
+        opt.step({"w": -params["w"]})  # gradient ascent on the norm: grows every row
+        if t in (19, 29, 39):
+            pruned = ~opt.keep_masks()["w"]
+            assert pruned.sum() == round(0.3 * 10 * (t - 9) / 30)
+            assert np.all(params["w"][pruned] == 0)
+    assert (~opt.keep_masks()["w"]).sum() == 3 and np.all(params["w"][~opt.keep_masks()["w"]] == 0)
+
+
+# --- buffers, groups and reports --------------------------------------------------------------
+
+
+def test_parameters_stay_the_callers_buffers_and_snapshots_reuse_their_copies():
+    rng = np.random.default_rng(12)
+    params = {"w": rng.standard_normal((8, 2)).astype(np.float32), "free": np.ones(3, np.float32)}
+    buffers = dict(params)
+    opt = Hesso(params, [rows_group("w", "w", 8)], AdamW(lr=0.01), total_steps=30, target_sparsity=0.5)
+    opt.snapshot()
+    copies = {k: id(v) for k, v in opt._saved["params"].items()}
+    for _ in range(30):
+        opt.step({"w": rng.standard_normal((8, 2)).astype(np.float32), "free": np.ones(3, np.float32)})
+        opt.snapshot()
+        opt.restore()
+    assert all(params[k] is buffers[k] for k in buffers)
+    assert {k: id(v) for k, v in opt._saved["params"].items()} == copies
+    assert np.all(params["free"] < 1)  # a parameter in no group trains with the base direction
+
+
+def test_one_parameter_in_two_groups_at_disjoint_positions():
+    """A BatchNorm after a Concat: its first 4 channels belong to one group, the last 6 to another."""
+    rng = np.random.default_rng(13)
+    params = {"scale": rng.standard_normal(10).astype(np.float32) + 3, "conv1": rng.standard_normal((4, 5)).astype(np.float32),
+              "conv2": rng.standard_normal((6, 5)).astype(np.float32)}
+    first = ZigGroup("g1", 4, [ZigSlice("conv1", 0, np.arange(4)[:, None]), ZigSlice("scale", 0, np.arange(4)[:, None])])
+    second = ZigGroup("g2", 6, [ZigSlice("conv2", 0, np.arange(6)[:, None]),
+                                ZigSlice("scale", 0, 4 + np.arange(6)[:, None])])
+    opt = Hesso(params, [first, second], SGD(lr=0.01), total_steps=40, target_sparsity=0.5)
+    for _ in range(40):
+        opt.step({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()})
+    masks = opt.keep_masks()
+    assert (~masks["g1"]).sum() + (~masks["g2"]).sum() == 5
+    assert np.all(params["conv1"][~masks["g1"]] == 0) and np.all(params["conv2"][~masks["g2"]] == 0)
+    np.testing.assert_array_equal(params["scale"] == 0, np.concatenate([~masks["g1"], ~masks["g2"]]))
+
+
+def test_keep_masks_cover_every_group_given():
+    params = {"w": np.ones((6, 2), np.float32), "v": np.ones((1, 2), np.float32)}
+    single = ZigGroup("single", 1, [ZigSlice("v", 0, np.arange(1)[:, None])])
+    opt = Hesso(params, [rows_group("w", "w", 6), single], SGD(), total_steps=10, target_sparsity=0.5)
+    assert set(opt.keep_masks()) == {"w", "single"} and opt.keep_masks()["single"].tolist() == [True]
+
+
+def test_metrics_follow_the_phases():
+    rng = np.random.default_rng(14)
+    params = {"w": rng.standard_normal((10, 2)).astype(np.float32)}
+    opt = Hesso(params, [rows_group("w", "w", 10)], SGD(lr=0.01), total_steps=30, target_sparsity=0.4,
+                start_pruning_step=5, pruning_steps=10, pruning_periods=2)
+    seen = []
+    for _ in range(30):
+        opt.step({"w": np.zeros((10, 2), np.float32)})
+        seen.append(opt.metrics())
+    assert seen[0]["phase"] == "warm-up" and seen[5]["phase"] == "pruning 1/2" and seen[-1]["phase"] == "fine-tune"
+    assert seen[5]["zigs_fading"] == 2 and seen[5]["zigs_zero"] == 0 and seen[5]["norm_fading"] > 0
+    assert seen[9]["zigs_zero"] == 2 and seen[9]["group_sparsity"] == 0.2
+    assert seen[-1]["zigs_zero"] == 4 and seen[-1]["group_sparsity"] == 0.4 and seen[-1]["norm_fading"] == 0
+    assert all(isinstance(v, (int, float, str)) for v in seen[-1].values())
+
+
+def test_dhspg_resumes_mid_period_on_the_same_trajectory():
+    rng = np.random.default_rng(15)
+    grads = [rng.standard_normal((8, 2)).astype(np.float32) for _ in range(30)]
+    start = rng.standard_normal((8, 2)).astype(np.float32)
+    make = lambda p: Dhspg(p, [rows_group("w", "w", 8)], SGD(0.05, 0.9), total_steps=30, target_sparsity=0.5)
+    a = {"w": start.copy()}
+    full = make(a)
+    for g in grads:
+        full.step({"w": g})
+    b = {"w": start.copy()}
+    first = make(b)
+    for g in grads[:7]:
+        first.step({"w": g})
+    state = {k: np.array(v, copy=True) for k, v in first.state_dict().items()}
+    second = make(b)
+    second.load_state_dict(state)
+    for g in grads[7:]:
+        second.step({"w": g})
+    np.testing.assert_array_equal(b["w"], a["w"])
+
+
+# --- numpy and CuPy run the same code ----------------------------------------------------------
+
+
+def _cupy_or_skip():
     cupy = pytest.importorskip("cupy")
     try:
-        cupy.cuda.runtime.getDeviceCount()
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no GPU")
     except Exception:
         pytest.skip("no GPU")
+    return cupy
+
+
+@pytest.mark.parametrize("kind", ["hesso-sgd", "hesso-adamw", "cric", "dhspg"])
+def test_numpy_and_cupy_agree(kind):
+    cupy = _cupy_or_skip()
     rng = np.random.default_rng(7)
     start = rng.standard_normal((16, 4)).astype(np.float32)
+    target = rng.standard_normal((16, 4)).astype(np.float32)
     grads = [rng.standard_normal((16, 4)).astype(np.float32) for _ in range(30)]
+
+    def make(params, xp):
+        base = AdamW(0.01) if kind == "hesso-adamw" else SGD(0.05, 0.9)
+        common = dict(total_steps=30, target_sparsity=0.5, start_pruning_step=4, pruning_steps=20, pruning_periods=4)
+        if kind == "cric":
+            loss = lambda: float(xp.sum((params["w"] - xp.asarray(target)) ** 2))
+            return HessoCric(params, [rows_group("w", "w", 16, divisible=2)], base, loss_fn=loss, **common)
+        cls = Dhspg if kind == "dhspg" else Hesso
+        return cls(params, [rows_group("w", "w", 16, divisible=2)], base, **common)
+
     host, device = {"w": start.copy()}, {"w": cupy.asarray(start)}
-    a = Hesso(host, [rows_group("w", "w", 16)], SGD(0.05, 0.9), total_steps=30, target_sparsity=0.5)
-    b = Hesso(device, [rows_group("w", "w", 16)], SGD(0.05, 0.9), total_steps=30, target_sparsity=0.5)
+    a, b = make(host, np), make(device, cupy)
     for g in grads:
         a.step({"w": g})
         b.step({"w": cupy.asarray(g)})
+    assert isinstance(device["w"], cupy.ndarray)
+    np.testing.assert_array_equal(a.keep_masks()["w"], b.keep_masks()["w"])
     np.testing.assert_allclose(host["w"], device["w"].get(), atol=1e-6)

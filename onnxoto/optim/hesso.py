@@ -126,6 +126,11 @@ class Hesso:
         return masks
 
     def metrics(self):
+        """Step, phase, group sparsity (zero ZIGs / all), ZIGs zero and fading, L2 norms of kept and fading
+        ZIGs; computed once per step (a gather of every group) however often it is asked for."""
+        cached = getattr(self, "_metrics", None)
+        if cached is not None and cached["step"] == self.t:
+            return dict(cached)
         total = sum(g.num_zigs for g in self.groups)
         fading = int(sum(f.sum() for f in self.fading))
         zero = int(sum(p.sum() for p in self.pruned)) - fading
@@ -134,8 +139,10 @@ class Hesso:
             norms = to_numpy(self.xp.sum(self.index.gather(self.params, k) ** 2, axis=1))
             kept_sq += float(norms[~self.pruned[k]].sum())
             fade_sq += float(norms[self.fading[k]].sum())
-        return {"step": self.t, "phase": self.schedule.phase(self.t), "group_sparsity": zero / total if total else 0.0,
-                "zigs_zero": zero, "zigs_fading": fading, "norm_kept": kept_sq ** 0.5, "norm_fading": fade_sq ** 0.5}
+        self._metrics = {"step": self.t, "phase": self.schedule.phase(self.t),
+                         "group_sparsity": zero / total if total else 0.0, "zigs_zero": zero, "zigs_fading": fading,
+                         "norm_kept": kept_sq ** 0.5, "norm_fading": fade_sq ** 0.5}
+        return dict(self._metrics)
 
     # --- resume and snapshots ----------------------------------------------------------------
     def state_dict(self):
@@ -153,6 +160,7 @@ class Hesso:
         self.fading = [np.asarray(state[f"fading/{g.id}"], bool) for g in self.groups]
         self.base.load_state({k[5:]: (self.xp.asarray(v) if getattr(v, "ndim", 0) else v)
                               for k, v in state.items() if k.startswith("base/")})
+        self._metrics = None
         self._refresh_elements(forget=False)
 
     def snapshot(self):
@@ -173,6 +181,7 @@ class Hesso:
         self.base.load_state(restore_into(self.base.state(), self._saved["base"]))
         pruned, fading, self.t = self._saved["marks"]
         self.pruned, self.fading = [p.copy() for p in pruned], [f.copy() for f in fading]
+        self._metrics = None
         self._refresh_elements(forget=False)
 
 
