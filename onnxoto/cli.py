@@ -107,6 +107,8 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
+    if not result.is_root:
+        return
     click.echo(summary_text(result))
     if workdir:
         write_report(result, workdir)

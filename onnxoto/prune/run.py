@@ -41,6 +41,7 @@ class PruneResult:
     groups: list = field(default_factory=list)  # [{"id", "channels", "kept"}]
     metric: str | None = None
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
+    is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -73,7 +74,9 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
-            return _result(model, output, dense, analysis, keep, options, history, float("nan"), metric)
+            result = _result(model, output, dense, analysis, keep, options, history, float("nan"), metric)
+            result.is_root = False
+            return result
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
         trained_model = graph.Model.from_proto(trained, dense.name)
         pruned = erase(cut(trained_model, analysis.groups, keep), erased, dense.name)
