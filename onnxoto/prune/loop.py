@@ -55,6 +55,8 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                 if not math.isfinite(loss):
                     raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
                                           "(with --report DIR the last good checkpoint is kept there)")
+                optimizer.base.lr = learning_rate(options, optimizer, epoch * steps_per_epoch + step,
+                                                  options.epochs * steps_per_epoch)
                 optimizer.step(session.grads)
                 losses.append(loss)
                 position = (epoch, step + 1)
@@ -76,6 +78,15 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
         comm.fail()  # the other ranks must not wait on this one
         raise
     return history
+
+
+def learning_rate(options, optimizer, step, total):
+    """Constant through warm-up and pruning, then a cosine decay to zero over the fine-tuning: a trained
+    model is left where its own training left it, at a small learning rate."""
+    end = optimizer.schedule.end if options.lr_decay else total
+    if step < end:
+        return options.lr
+    return options.lr * 0.5 * (1.0 + math.cos(math.pi * (step - end) / max(1, total - end)))
 
 
 def train_step(session, batch, teacher, comm):

@@ -18,6 +18,7 @@ class PruneOptions:
     batch_size: int = 64
     lr: float | None = None  # default by base: sgd 0.01, adamw 1e-3
     base: str = "sgd"
+    lr_decay: bool = True  # cosine decay to zero after the pruning phase
     loss: str | None = None  # default from the labels: ce for classes, mse for floats, distill without labels
     round_to: int = 1  # kept channels per group a multiple of this
     device: str = "cpu"
