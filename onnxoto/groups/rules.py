@@ -286,40 +286,32 @@ def transpose(ctx):
 
 
 def concat(ctx):
-    out = ctx.output()
-    rank = ctx.rank(out)
-    if rank is None:
-        return ctx.pin_all(f"{ctx.label}: shape unknown")
-    axis = ctx.attr("axis") % rank
-    start = 0
-    for x in ctx.node.input:
-        shape = ctx.shape(x)
-        if shape is None or not isinstance(shape[axis], int):
-            return ctx.pin_all(f"{ctx.label}: input sizes unknown")
-        for a in range(rank):
-            if a == axis:
-                ctx.offset(ctx.d(x, a), ctx.d(out, a), start, role=ADD)
-            else:
-                ctx.same(ctx.d(x, a), ctx.d(out, a), ADD)
-        start += shape[axis]
+    """Each input is a segment of the output axis; the output channel is zero only if its input's is."""
+    _segments(ctx, ctx.output(), list(ctx.node.input), ADD, whole_is_output=True)
 
 
 def split(ctx):
-    x = ctx.input(0)
-    rank = ctx.rank(x)
+    """Each output is a segment of the input axis."""
+    _segments(ctx, ctx.input(0), list(ctx.node.output), MUL, whole_is_output=False)
+
+
+def _segments(ctx, whole, parts, role, whole_is_output):
+    rank = ctx.rank(whole)
     if rank is None:
         return ctx.pin_all(f"{ctx.label}: shape unknown")
     axis = ctx.attr("axis", 0) % rank
     start = 0
-    for out in ctx.node.output:
-        shape = ctx.shape(out)
+    for part in parts:
+        shape = ctx.shape(part)
         if shape is None or not isinstance(shape[axis], int):
-            return ctx.pin_all(f"{ctx.label}: output sizes unknown")
+            return ctx.pin_all(f"{ctx.label}: segment sizes unknown")
         for a in range(rank):
             if a == axis:
-                ctx.offset(ctx.d(out, a), ctx.d(x, a), start, role=MUL, whole_is_output=False)
+                ctx.offset(ctx.d(part, a), ctx.d(whole, a), start, role=role, whole_is_output=whole_is_output)
+            elif whole_is_output:
+                ctx.same(ctx.d(part, a), ctx.d(whole, a), role)
             else:
-                ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
+                ctx.same(ctx.d(whole, a), ctx.d(part, a), role)
         start += shape[axis]
 
 
