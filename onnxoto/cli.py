@@ -146,7 +146,7 @@ def demo(report_dir, output, epochs):
 def bench(dense, pruned, data, batch, repeats, json_path):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
-    from .prune.evaluate import evaluate, metric_kind
+    from .prune.evaluate import evaluate, metric_kind, session_model
     from .report.measure import profile, session
     from .report.prune import comparison_rows
     from .report.table import format_table
@@ -156,9 +156,9 @@ def bench(dense, pruned, data, batch, repeats, json_path):
     if data:
         dataset = load_data(data, graph.load(dense, strict=True).proto)
         kind = metric_kind(dataset, None)
-        teacher = session(dense)
+        teacher = session_model(session(dense))
         result["dense"]["metric"] = evaluate(teacher, dataset, kind, teacher)
-        result["pruned"]["metric"] = evaluate(session(pruned), dataset, kind, teacher)
+        result["pruned"]["metric"] = evaluate(session_model(session(pruned)), dataset, kind, teacher)
     result["metric"] = kind
     result["ideal_speedup"] = result["dense"]["flops"] / max(result["pruned"]["flops"], 1)
     for key in ("batch1", "batchN"):

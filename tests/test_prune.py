@@ -148,3 +148,12 @@ def test_erase_removes_whole_branches(fmnist_small, tmp_path, model, data_kind):
         assert not nodes & set(unit["nodes"])  # the branch's operators are gone
         assert unit["flops_share"] > 0
     assert not any(n.op_type == "Identity" for n in onnx.load(out).graph.node)
+
+
+def test_python_api_mirrors_the_command(fmnist_small, tmp_path):
+    import onnxoto
+    result = onnxoto.prune(os.path.join(DATA, "fmnist_resnet.onnx"), data=str(fmnist_small / "fmnist_train.npz"),
+                           output=str(tmp_path / "api.onnx"), epochs=1, batch_size=64, target_sparsity=0.25,
+                           log=lambda s: None)
+    assert isinstance(result, onnxoto.prune.PruneResult)
+    assert result.verified and os.path.exists(result.pruned_model)

@@ -35,8 +35,10 @@ def epoch_batches(dataset, batch_size, seed, epoch):
 
 
 def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None,
-          comm=None):
-    """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0)."""
+          comm=None, on_epoch=None):
+    """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0).
+
+    on_epoch(): extra numbers for the epoch's record (the validation metric)."""
     comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     history = history if history is not None else []
@@ -62,14 +64,15 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                 position = (epoch, step + 1)
                 _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                      **optimizer.metrics()}
+                      **optimizer.metrics(), **(on_epoch() if on_epoch else {})}
             history.append(record)
             position = (epoch + 1, 0)
             comm.check_same(param_checksum(session.params))
             if comm.is_root:
                 save_checkpoint(workdir, session, optimizer, *position, history)
+            val = f", val {record['val_metric']:.4f}" if record.get("val_metric") is not None else ""
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
-                f"group sparsity {record.get('group_sparsity', 0):.3f}")
+                f"group sparsity {record.get('group_sparsity', 0):.3f}{val}")
     except KeyboardInterrupt:
         if comm.is_root:
             save_checkpoint(workdir, session, optimizer, *position, history)

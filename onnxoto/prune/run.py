@@ -17,7 +17,7 @@ from ..train import TrainingSession, load_data, loss_for, prepare_for_training, 
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE
-from .evaluate import evaluate, metric_kind
+from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions
 from .zigs import in_training_layout, optimizer_groups, unit_groups
@@ -66,9 +66,10 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
     try:
-        teacher = _session(dense.proto)
+        teacher = measure_session(dense.proto)
         shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
-        trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm)
+        trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
+                                       val_set, metric)
         # BatchNorm trained as a frozen affine op (train.prepare_for_training): its running statistics are
         # exactly those the weights were trained against, so they are not recalibrated.
         masks = opt.keep_masks()
@@ -92,15 +93,16 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         sample = next(dataset.batches(options.batch_size))
         result.dense.update(profile(model, batch=options.batch_size, sample=sample))
         result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
-        result.dense["metric"] = evaluate(teacher, val_set, metric, teacher)
-        result.pruned["metric"] = evaluate(_session(pruned), val_set, metric, teacher)
+        reference = session_model(teacher)
+        result.dense["metric"] = evaluate(reference, val_set, metric, reference)
+        result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
         return result
     finally:
         if not keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm):
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
     """Returns (trained ModelProto, optimizer, history)."""
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
     prepared, param_map = to_trainable(prepare_for_training(dense.proto))
@@ -126,7 +128,11 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
             kwargs["loss_fn"] = lambda: comm.mean(session.eval_loss(model_inputs(probe, session), probe_target),
                                                   weight=rows)
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm)
+        on_epoch = None
+        if val_set is not None and comm.is_root:
+            on_epoch = lambda: {"val_metric": evaluate(training_model(session), val_set, metric,  # noqa: E731
+                                                       session_model(teacher))}
+        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
         trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
     return trained, opt, history
 
@@ -160,10 +166,6 @@ def _verify_on_data(trained, pruned, dataset, options):
         feeds = {n: batch[n] for n in names if n in batch}
         worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds)))
     return worst
-
-
-def _session(proto):
-    return measure_session(proto)
 
 
 def _result(model, output, dense, analysis, keep, options, history, diff, metric):

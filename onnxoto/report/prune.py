@@ -58,8 +58,9 @@ def write_report(result, folder):
         json.dump(report_json(result), f, indent=2)
     groups = format_table(["group", "layer", "channels", "kept"],
                           [[g["id"], g["layer"], g["channels"], g["kept"]] for g in result.groups])
-    curve = format_table(["epoch", "loss", "group sparsity"],
-                         [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}"]
+    curve = format_table(["epoch", "loss", "group sparsity", "phase", f"val {result.metric or '-'}"],
+                         [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}", h.get("phase", ""),
+                           f"{h['val_metric']:.4f}" if h.get("val_metric") is not None else "-"]
                           for h in result.history])
     with open(os.path.join(folder, "report.md"), "w") as f:
         f.write(f"# onnxoto prune report\n\n{result.dense_model} -> {result.pruned_model}\n\n```\n"
