@@ -142,6 +142,13 @@ def test_default_schedule_is_not_one_shot():
     assert s.start == 100 and s.periods == 10 and s.period_length >= 10 and s.end <= 1000
 
 
+def test_default_pruning_length_fits_a_late_start_and_a_start_past_the_end_is_refused():
+    s = default_schedule(100, start=90)
+    assert s.start == 90 and s.end == 100 and s.periods == 10
+    with pytest.raises(OptionError, match="past the end"):
+        default_schedule(100, start=100)
+
+
 def test_snapshot_and_restore_are_bit_identical():
     rng = np.random.default_rng(4)
     params = {"w": rng.standard_normal((6, 3)).astype(np.float32)}

@@ -42,11 +42,11 @@ class SGD:
     def load_state(self, state):
         self.buffers = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("momentum/")}
 
-    def forget(self, name, flat_index):
-        """Zero the state of pruned elements, so nothing pushes them back."""
+    def forget(self, name, band):
+        """Zero the state of pruned elements (a groups.Band of `name`), so nothing pushes them back."""
         buf = self.buffers.get(name)
         if buf is not None:
-            buf.reshape(-1)[flat_index] = 0
+            band.fill(buf, 0)
 
 
 class AdamW:
@@ -99,7 +99,7 @@ class AdamW:
         self.v = {k[2:]: v for k, v in state.items() if k.startswith("v/")}
         self.steps = {k[6:]: int(v) for k, v in state.items() if k.startswith("steps/")}
 
-    def forget(self, name, flat_index):
+    def forget(self, name, band):
         for store in (self.m, self.v):
             if name in store:
-                store[name].reshape(-1)[flat_index] = 0
+                band.fill(store[name], 0)

@@ -61,12 +61,12 @@ class HessoCric(Hesso):
                 continue
             mask = [np.zeros_like(c) for c in candidates]
             mask[k] = chosen
-            elements = self._elements(mask)
-            for name, flat in elements.items():
-                self.params[name].reshape(-1)[flat] = saved[name].reshape(-1)[flat]
+            bands = self._elements(mask)
+            for band in bands:
+                band.put(self.params[band.name], band.take(saved[band.name]))
             share = max(0.0, (pruned_loss - self.loss_fn()) / pruned_loss)
-            for name, flat in elements.items():
-                self.params[name].reshape(-1)[flat] = 0
+            for band in bands:
+                band.fill(self.params[band.name], 0)
             need[k][chosen] = np.maximum(need[k][chosen], share / chosen.sum())
 
     def sensitivity(self, scores):
@@ -98,13 +98,13 @@ class HessoCric(Hesso):
     def _zero_zigs(self, masks):
         """Zero the ZIGs in `masks`; returns what `_undo` needs to put their values back."""
         undo = []
-        for name, flat in self._elements(masks).items():
-            view = self.params[name].reshape(-1)
-            undo.append((view, flat, view[flat]))  # fancy indexing gathers a copy
-            view[flat] = 0
+        for band in self._elements(masks):
+            param = self.params[band.name]
+            undo.append((band, param, band.take(param)))  # fancy indexing gathers a copy
+            band.fill(param, 0)
         return undo
 
     @staticmethod
     def _undo(undo):
-        for view, flat, values in reversed(undo):
-            view[flat] = values
+        for band, param, values in reversed(undo):
+            band.put(param, values)

@@ -17,8 +17,7 @@ class Dhspg(Hesso):
     so nothing overshoots through the origin; what remains at the period's last step is zeroed."""
 
     def _project(self, position):
-        for name, flat in self._zero.items():
-            self.params[name].reshape(-1)[flat] = 0
+        self._hold_zero()
         if position is None:
             return
         length, into = self.schedule.period_length, position[1]
@@ -28,8 +27,8 @@ class Dhspg(Hesso):
             if not self.fading[k].any():
                 continue
             zigs = xp.asarray(np.flatnonzero(self.fading[k]))
-            new = self.index.gather(self.params, k)[zigs]  # x' = x + step, shape (zigs, m)
-            old = new - self.index.gather(self.directions, k)[zigs]  # x: directions hold the step taken
+            new = self.index.gather(self.params, k, zigs)  # x' = x + step, shape (zigs, m)
+            old = new - self.index.gather(self.directions, k, zigs)  # x: directions hold the step taken
             norm = xp.sqrt(xp.sum(old * old, axis=1, keepdims=True))
             unit = old / xp.maximum(norm, 1e-30)
             radial = xp.sum(new * unit, axis=1, keepdims=True)  # <x', x/||x||>
@@ -39,15 +38,8 @@ class Dhspg(Hesso):
             pushed[crossed] = 0  # half-space projection (also catches ZIGs that are already zero)
             if remaining == 1:
                 pushed[...] = 0  # the period ends: every candidate is exactly zero, the target is met
-            self._scatter(k, zigs, pushed)
+            self.index.scatter(self.params, k, zigs, pushed)
         if remaining == 1:
             self.fading = [np.zeros_like(f) for f in self.fading]
             self._refresh_elements()
 
-    def _scatter(self, k, zigs, values):
-        """Write (zigs, m) values back into the parameters the group's slices live in."""
-        start = 0
-        for name, flat in self.index.per_group[k][1]:
-            width = flat.shape[1]
-            self.params[name].reshape(-1)[flat[zigs].reshape(-1)] = values[:, start:start + width].reshape(-1)
-            start += width

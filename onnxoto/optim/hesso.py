@@ -4,7 +4,7 @@ import numpy as np
 
 from ..errors import OptionError
 from .backend import array_module, to_numpy
-from .groups import FlatIndex
+from .groups import ZigIndex, merge_bands
 from .saliency import saliency
 from .schedule import default_schedule
 from .select import select
@@ -27,7 +27,7 @@ class Hesso:
             for g in self.groups:
                 g.divisible = group_divisible
         self.xp = array_module(next(iter(params.values())))
-        self.index = FlatIndex(self.groups, params, self.xp)
+        self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
@@ -88,35 +88,38 @@ class Hesso:
 
     def _project(self, position):
         """Fading ZIGs shrink by (D-t-1)/(D-t) (zero at the period's end); earlier ones stay zero."""
-        for name, flat in self._zero.items():
-            self.params[name].reshape(-1)[flat] = 0
+        self._hold_zero()
         if position is None:
             return
         length, into = self.schedule.period_length, position[1]
         factor = (length - into - 1) / (length - into)
-        for name, flat in self._fade.items():
-            view = self.params[name].reshape(-1)
-            view[flat] = view[flat] * factor
+        for band in self._fade:
+            band.scale(self.params[band.name], factor)
         if into == length - 1:  # the period ends: its ZIGs join the zero set
             self.fading = [np.zeros_like(f) for f in self.fading]
             self._refresh_elements()
 
+    def _hold_zero(self):
+        """The base step moved the zero ZIGs (their gradient is not ours to change): back to exactly 0."""
+        for band in self._zero:
+            band.fill(self.params[band.name], 0)
+
     def _refresh_elements(self, forget=True):
-        """Flat element indices per parameter: those held at zero, those fading. Newly zero elements
+        """Bands per parameter axis: the elements held at zero, those fading. Newly zero elements
         lose their base-optimizer state (momentum), so nothing pushes them back."""
         self._zero = self._elements([p & ~f for p, f in zip(self.pruned, self.fading)])
         self._fade = self._elements(self.fading)
         if forget:
-            for name, flat in self._zero.items():
-                self.base.forget(name, flat)
+            for band in self._zero:
+                self.base.forget(band.name, band)
 
     def _elements(self, masks):
-        parts = {}
+        """[Band] covering the ZIGs set in `masks` (one bool array per group), one per parameter axis."""
+        pairs = []
         for k, mask in enumerate(masks):
             if mask.any():
-                for name, flat in self.index.elements(k, self.xp.asarray(np.flatnonzero(mask))):
-                    parts.setdefault(name, []).append(flat)
-        return {name: self.xp.concatenate(p) for name, p in parts.items()}
+                pairs += self.index.bands(k, self.xp.asarray(np.flatnonzero(mask)))
+        return merge_bands(pairs, self.xp)
 
     # --- what the caller reads ------------------------------------------------------------
     def keep_masks(self):
@@ -127,7 +130,7 @@ class Hesso:
 
     def metrics(self):
         """Step, phase, group sparsity (zero ZIGs / all), ZIGs zero and fading, L2 norms of kept and fading
-        ZIGs; computed once per step (a gather of every group) however often it is asked for."""
+        ZIGs; computed once per step (one read of the grouped parameters) however often it is asked for."""
         cached = getattr(self, "_metrics", None)
         if cached is not None and cached["step"] == self.t:
             return dict(cached)
@@ -136,7 +139,7 @@ class Hesso:
         zero = int(sum(p.sum() for p in self.pruned)) - fading
         kept_sq = fade_sq = 0.0
         for k in range(len(self.groups)):
-            norms = to_numpy(self.xp.sum(self.index.gather(self.params, k) ** 2, axis=1))
+            norms = to_numpy(self.index.square_norms(self.params, k))
             kept_sq += float(norms[~self.pruned[k]].sum())
             fade_sq += float(norms[self.fading[k]].sum())
         self._metrics = {"step": self.t, "phase": self.schedule.phase(self.t),

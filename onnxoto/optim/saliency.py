@@ -1,7 +1,7 @@
 """Saliency of every ZIG: a weighted sum of five criteria, each normalized by its global L2 norm."""
 import numpy as np
 
-from .backend import to_numpy
+from .backend import array_module, to_numpy
 
 CRITERIA = ("magnitude", "avg_magnitude", "cosine", "taylor1", "taylor2")
 DEFAULT_WEIGHTS = dict.fromkeys(CRITERIA, 0.2)
@@ -23,7 +23,6 @@ def saliency(index, params, directions, weights=None):
     raw = []
     for k, (group, _) in enumerate(index.per_group):
         x, d = index.gather(params, k), index.gather(directions, k)
-        from .backend import array_module
         xp = array_module(x)
         raw.append({name: to_numpy(v).astype(np.float64) for name, v in criteria(x, d, xp).items()})
     scores = [np.zeros(g.num_zigs) for g, _ in index.per_group]

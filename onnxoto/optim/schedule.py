@@ -38,12 +38,14 @@ def default_schedule(total_steps, start=None, steps=None, periods=None):
     """Defaults from the run's length: start at ~10%, prune over the next ~30%, 10 periods; checked."""
     if total_steps < 1:
         raise OptionError("nothing to train: zero steps")
-    if periods is None:
-        periods = max(1, min(DEFAULT_PERIODS, (steps or int(0.3 * total_steps)) or 1))
     if start is None:
         start = int(0.1 * total_steps)
-    if steps is None:
-        steps = max(periods, int(0.3 * total_steps))
+    if steps is None:  # ~30% of the run, shortened when a late start leaves less
+        steps = max(1, min(int(0.3 * total_steps), total_steps - start))
+        if periods is not None:
+            steps = max(steps, periods)
+    if periods is None:
+        periods = max(1, min(DEFAULT_PERIODS, steps))
     if periods < 1:
         raise OptionError("pruning_periods must be at least 1")
     if steps < periods:
