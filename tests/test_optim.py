@@ -1,4 +1,6 @@
 """The sparse optimizers on synthetic problems with known answers (numpy; CuPy when a GPU is present)."""
+import io
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,36 @@ def test_hesso_keeps_exactly_the_groups_that_carry_signal():
     assert np.all(params["W"][~opt.keep_masks()["W"]] == 0)
 
 
+def test_one_global_ranking_keeps_the_signal_rows_across_groups():
+    """Signal rows spread over two groups of different sizes: the ranking is global, not per group."""
+    grad, W = least_squares([1, 2, 3, 9], n_rows=12, seed=3)
+    params = {"a": W[:4].copy(), "b": W[4:].copy()}
+    opt = Hesso(params, [rows_group("a", "a", 4), rows_group("b", "b", 8)], SGD(lr=0.1, momentum=0.5),
+                total_steps=400, target_sparsity=8 / 12)
+    for _ in range(400):
+        g = grad(np.concatenate([params["a"], params["b"]]))
+        opt.step({"a": g[:4], "b": g[4:]})
+    masks = opt.keep_masks()
+    assert np.flatnonzero(np.concatenate([masks["a"], masks["b"]])).tolist() == [1, 2, 3, 9]
+
+
+def test_state_dict_saves_without_pickle():
+    rng = np.random.default_rng(16)
+    params = {"w": rng.standard_normal((6, 2)).astype(np.float32)}
+    opt = Hesso(params, [rows_group("w", "w", 6)], AdamW(0.01), total_steps=20, target_sparsity=0.5)
+    for _ in range(8):
+        opt.step({"w": rng.standard_normal((6, 2)).astype(np.float32)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **opt.state_dict())
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as data:
+        restored = {k: (data[k] if data[k].ndim else data[k].item()) for k in data.files}
+    other = Hesso({"w": params["w"].copy()}, [rows_group("w", "w", 6)], AdamW(0.01), total_steps=20,
+                  target_sparsity=0.5)
+    other.load_state_dict(restored)
+    assert other.t == 8 and np.array_equal(other.keep_masks()["w"], opt.keep_masks()["w"])
+
+
 def test_target_reached_exactly_with_divisibility_and_exact_zeros_held():
     rng = np.random.default_rng(0)
     params = {"a": rng.standard_normal((32, 3)).astype(np.float32), "b": rng.standard_normal((24, 3)).astype(np.float32)}
@@ -130,7 +162,9 @@ def test_flops_target_reached():
 
 
 @pytest.mark.parametrize("kwargs", [dict(pruning_steps=3, pruning_periods=5), dict(target_sparsity=1.0),
-                                    dict(start_pruning_step=90, pruning_steps=20), dict(target_sparsity=0.0)])
+                                    dict(start_pruning_step=90, pruning_steps=20), dict(target_sparsity=0.0),
+                                    dict(start_pruning_step=100), dict(target_flops=1.0),
+                                    dict(saliency_weights={"magnitud": 1.0})])
 def test_impossible_settings_are_refused(kwargs):
     params = {"w": np.ones((4, 2), np.float32)}
     with pytest.raises(OptionError):

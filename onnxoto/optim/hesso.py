@@ -1,11 +1,13 @@
 """HESSO: train with the base direction; at each pruning period's start mark the least salient ZIGs,
 fade them linearly to exactly zero by the period's end, and hold them at zero from then on."""
+from dataclasses import replace
+
 import numpy as np
 
 from ..errors import OptionError
 from .backend import array_module, to_numpy
 from .groups import ZigIndex, merge_bands
-from .saliency import saliency
+from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
 from .select import select
 from .snapshot import restore_into, save_into
@@ -23,9 +25,11 @@ class Hesso:
         self.all_groups = list(groups)  # keep_masks answers for every group, pruned or not
         self.groups = [g for g in groups if g.num_zigs > 1 or g.erasable]
         self.erase_fraction = erase_fraction
-        if group_divisible:
-            for g in self.groups:
-                g.divisible = group_divisible
+        if group_divisible:  # copies: the caller's groups are left as they were
+            self.groups = [replace(g, divisible=group_divisible) for g in self.groups]
+        unknown = set(saliency_weights or {}) - set(CRITERIA)
+        if unknown:
+            raise OptionError(f"unknown saliency criteria {sorted(unknown)}; known: {', '.join(CRITERIA)}")
         self.xp = array_module(next(iter(params.values())))
         self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
