@@ -155,6 +155,24 @@ def bench_training(repeats, batch=64, optimizer="hesso", seed=0):
     return results
 
 
+ARRAYS_PER_PARAM = 14  # params x4 copies, grads, momentum x3, directions x2, snapshots and temporaries
+STEP_BUDGET_S = 5.0  # one SGD step longer than this at the previous size: the next one is not worth it
+
+
+def _too_big(total, rows):
+    """Why `total` parameters should not be benchmarked here (memory, or time extrapolated), else None."""
+    need = ARRAYS_PER_PARAM * 4 * total
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = None
+    if free is not None and need > 0.8 * free:
+        return f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+    if rows and rows[-1]["sgd_ms"] / 1e3 * total / rows[-1]["params"] > STEP_BUDGET_S:
+        return f"an SGD step would take over {STEP_BUDGET_S:.0f} s"
+    return None
+
+
 def fmt_table(headers, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
@@ -180,6 +198,10 @@ def main(argv=None):
     rows = []
     for size in args.sizes.split(","):
         total = int(float(size))
+        reason = _too_big(total, rows)
+        if reason:
+            print(f"  {total:.0e} params skipped: {reason}", file=sys.stderr, flush=True)
+            break
         repeats = args.repeats if total < 5e7 else max(5, args.repeats // 3)
         rows.append(bench_size(total, repeats))
         print(f"  {rows[-1]['params']:.2e} params done", file=sys.stderr, flush=True)
