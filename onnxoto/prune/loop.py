@@ -41,6 +41,7 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     on_epoch(): extra numbers for the epoch's record (the validation metric)."""
     comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
+    base_lr = options.learning_rate(session.loss.kind)
     history = history if history is not None else []
     start_epoch, skip = 0, 0
     if resume:
@@ -57,8 +58,8 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                 if not math.isfinite(loss):
                     raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
                                           "(with --report DIR the last good checkpoint is kept there)")
-                optimizer.base.lr = learning_rate(options, optimizer, epoch * steps_per_epoch + step,
-                                                  options.epochs * steps_per_epoch)
+                optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
+                                                  epoch * steps_per_epoch + step, options.epochs * steps_per_epoch)
                 optimizer.step(session.grads)
                 losses.append(loss)
                 position = (epoch, step + 1)
@@ -83,13 +84,12 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     return history
 
 
-def learning_rate(options, optimizer, step, total):
-    """Constant through warm-up and pruning, then a cosine decay to zero over the fine-tuning: a trained
-    model is left where its own training left it, at a small learning rate."""
-    end = optimizer.schedule.end if options.lr_decay else total
-    if step < end:
-        return options.lr
-    return options.lr * 0.5 * (1.0 + math.cos(math.pi * (step - end) / max(1, total - end)))
+def learning_rate(lr, decay_from, step, total):
+    """Constant through warm-up and pruning, then (decay_from: the pruning phase's end) a cosine decay to
+    zero over the fine-tuning: a trained model is left where its own training left it, at a small rate."""
+    if not decay_from or step < decay_from:
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (step - decay_from) / max(1, total - decay_from)))
 
 
 def train_step(session, batch, teacher, comm):

@@ -7,6 +7,7 @@ OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
 BASES = ("sgd", "adamw")
 LOSSES = ("ce", "mse", "distill")
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
+DISTILL_SGD_LR = 1e-3  # the MSE on raw outputs has larger gradients than cross-entropy: SGD at 0.01 diverges
 
 
 @dataclass
@@ -48,11 +49,15 @@ class PruneOptions:
             raise OptionError(f"--device {self.device!r}: expected cpu or cuda")
         if not 0.0 <= self.erase < 1.0:
             raise OptionError(f"--erase must be a fraction in [0, 1), got {self.erase}")
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.base]
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise OptionError("--lr must be positive")
         return self
+
+    def learning_rate(self, loss_kind):
+        """--lr, or the default for the base optimizer and the loss."""
+        if self.lr is not None:
+            return self.lr
+        return DISTILL_SGD_LR if loss_kind == "distill" and self.base == "sgd" else DEFAULT_LR[self.base]
 
     @property
     def loss_kind(self):

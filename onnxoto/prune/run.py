@@ -118,7 +118,8 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     steps = options.epochs * -(-len(dataset) // options.batch_size)
     with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
                          requires_grad=param_map.training_params(trainable), model_name=dense.name) as session:
-        base = SGD(lr=options.lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=options.lr)
+        lr = options.learning_rate(loss.kind)
+        base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
                       total_flops=analysis.flops, erase_fraction=options.erase, **options.extra)
         if options.optimizer == "hesso-cric":
