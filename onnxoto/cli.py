@@ -117,7 +117,7 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
 @main.command()
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
 @click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True)
 @user_errors
 def demo(report_dir, output, epochs):
     """Prune the bundled Fashion-MNIST ResNet at 50% group sparsity with HESSO, verify, compare."""
@@ -126,7 +126,7 @@ def demo(report_dir, output, epochs):
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     data = files("onnxoto") / "data"
-    options = PruneOptions(target_sparsity=0.5, epochs=epochs, batch_size=64, optimizer="hesso")
+    options = PruneOptions(target_sparsity=0.5, epochs=epochs, batch_size=64, optimizer="hesso", round_to=8)
     result = run_prune(str(data / "fmnist_resnet.onnx"), str(data / "fmnist_train.npz"), output,
                        val=str(data / "fmnist_test.npz"), options=options, workdir=report_dir,
                        log=lambda line: click.echo(line, err=True))
