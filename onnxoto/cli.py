@@ -8,6 +8,8 @@ import click
 
 from .errors import OnnxotoError
 
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # the bundled demo model and data
+
 
 def user_errors(command):
     """Turn OnnxotoError into a one-line message and exit code 2 (ONNXOTO_DEBUG=1 shows tracebacks)."""
@@ -121,14 +123,12 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
 @user_errors
 def demo(report_dir, output, epochs):
     """Prune the bundled Fashion-MNIST ResNet at 50% group sparsity with HESSO, verify, compare."""
-    from importlib.resources import files
-
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
-    data = files("onnxoto") / "data"
+    data = DATA
     options = PruneOptions(target_sparsity=0.5, epochs=epochs, batch_size=64, optimizer="hesso", round_to=8)
-    result = run_prune(str(data / "fmnist_resnet.onnx"), str(data / "fmnist_train.npz"), output,
-                       val=str(data / "fmnist_test.npz"), options=options, workdir=report_dir,
+    result = run_prune(os.path.join(data, "fmnist_resnet.onnx"), os.path.join(data, "fmnist_train.npz"), output,
+                       val=os.path.join(data, "fmnist_test.npz"), options=options, workdir=report_dir,
                        log=lambda line: click.echo(line, err=True))
     click.echo(summary_text(result))
     if report_dir:
