@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from onnxoto.errors import ModelError, OptionError
-from onnxoto.train.trainable import prepare_for_training, trainable_params
+from onnxoto.train.trainable import prepare_for_training, trainable_params, unique_name
 
 LOSS_KINDS = ("cross_entropy", "mse", "distill")
 _INPUT_MODEL = "input_model.onnx"
@@ -63,9 +63,9 @@ def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray
     taken |= {name for node in model.graph.node for name in node.output}
     if kind == "cross_entropy":
         _check_logits(model, outputs[0])
-        targets = [_unique("labels", taken)]
+        targets = [unique_name("labels", taken)]
     else:
-        targets = [_unique("target" if kind == "mse" else f"{name}_teacher", taken) for name in outputs]
+        targets = [unique_name("target" if kind == "mse" else f"{name}_teacher", taken) for name in outputs]
     weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(outputs):
         raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")
@@ -77,15 +77,6 @@ def _check_logits(model: onnx.ModelProto, output: str) -> None:
     tensor = value.type.tensor_type
     if tensor.HasField("shape") and len(tensor.shape.dim) != 2:
         raise OptionError(f"cross-entropy needs (N, C) logits, but output {output!r} has rank {len(tensor.shape.dim)}")
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, k = name, 0
-    while candidate in taken:
-        k += 1
-        candidate = f"{name}_{k}"
-    taken.add(candidate)
-    return candidate
 
 
 def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.PathLike,

@@ -99,12 +99,7 @@ def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto
     base = node.name or node.output[0]
     fresh = {}
     for part in ("eps", "axes", "std", "s", "ms", "t", "s_b", "t_b", "xs"):
-        name, k = f"{base}_affine_{part}", 0
-        while name in taken:
-            k += 1
-            name = f"{base}_affine_{part}_{k}"
-        taken.add(name)
-        fresh[part] = name
+        fresh[part] = unique_name(f"{base}_affine_{part}", taken)
     epsilon = _attribute(node, "epsilon")
     graph.initializer.append(numpy_helper.from_array(np.array(1e-5 if epsilon is None else epsilon, np.float32), fresh["eps"]))
     if rank > 2:
@@ -126,12 +121,7 @@ def _add_layernorm_outputs(node: onnx.NodeProto, taken: set[str]) -> None:
     outputs = list(node.output) + [""] * (3 - len(node.output))
     for i, suffix in ((1, "mean"), (2, "inv_std_dev")):
         if not outputs[i]:
-            name, k = f"{outputs[0]}_{suffix}", 0
-            while name in taken:
-                k += 1
-                name = f"{outputs[0]}_{suffix}_{k}"
-            taken.add(name)
-            outputs[i] = name
+            outputs[i] = unique_name(f"{outputs[0]}_{suffix}", taken)
     del node.output[:]
     node.output.extend(outputs)
 
@@ -146,3 +136,13 @@ def _to_inference_batchnorm(node: onnx.NodeProto, graph: onnx.GraphProto) -> Non
     kept = [a for a in node.attribute if a.name != "training_mode"]
     del node.attribute[:]
     node.attribute.extend(kept)
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_1`, `name_2`... the first one not in `taken` (which then holds it)."""
+    candidate, k = name, 0
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_{k}"
+    taken.add(candidate)
+    return candidate
