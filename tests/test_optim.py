@@ -479,3 +479,15 @@ def test_numpy_and_cupy_agree(kind):
     assert isinstance(device["w"], cupy.ndarray)
     np.testing.assert_array_equal(a.keep_masks()["w"], b.keep_masks()["w"])
     np.testing.assert_allclose(host["w"], device["w"].get(), atol=1e-6)
+
+
+def test_flops_target_is_met_exactly_when_the_cost_model_is_given():
+    """Two chained layers: FLOPs = kept_a * kept_b, so per-ZIG estimates overstate joint savings."""
+    rng = np.random.default_rng(11)
+    params = {"a": rng.standard_normal((10, 2)).astype(np.float32), "b": rng.standard_normal((10, 2)).astype(np.float32)}
+    groups = [rows_group("a", "a", 10, flops=10.0), rows_group("b", "b", 10, flops=10.0)]
+    exact = lambda keep: float(keep["a"].sum() * keep["b"].sum())  # noqa: E731
+    opt = Hesso(params, groups, SGD(lr=0.01), total_steps=50, target_flops=0.5, total_flops=100.0, flops_fn=exact)
+    for _ in range(50):
+        opt.step({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()})
+    assert 1.0 - exact(opt.keep_masks()) / 100.0 >= 0.5

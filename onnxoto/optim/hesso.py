@@ -16,7 +16,7 @@ from .snapshot import restore_into, save_into
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 group_divisible=None, total_flops=None, erase_fraction=0.0):
+                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None):
         if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
@@ -35,6 +35,10 @@ class Hesso:
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
+        # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
+        # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
+        # its input and its output widths), so the budget is corrected against it
+        self.flops_fn = flops_fn
         self.weights = saliency_weights
         self.t = 0
         self.pruned = [np.zeros(g.num_zigs, bool) for g in self.groups]  # marked: fading or zero
@@ -64,12 +68,27 @@ class Hesso:
     def _select(self, period, scores):
         """Channels against the sparsity/FLOPs budget; erasable branches against their own."""
         channels = [not g.erasable and g.prunable for g in self.groups]
-        new = select(*self._subset(channels, scores), *self._budget(period))
+        new = self._select_channels(period, self._subset(channels, scores))
         units = [g.erasable for g in self.groups]
         if any(units) and self.erase_fraction:
             count = int(round(self.erase_fraction * sum(units) * (period + 1) / self.schedule.periods))
             chosen = select(*self._subset(units, scores), count, [float(u) for u in units])
             new = [c if u else n for u, n, c in zip(units, new, chosen)]
+        return new
+
+    def _select_channels(self, period, subset):
+        budget, cost = self._budget(period)
+        new = select(*subset, budget, cost)
+        if self.target_flops is None or self.flops_fn is None:
+            return new
+        goal = self.target_flops * (period + 1) / self.schedule.periods
+        for _ in range(8):  # raise the estimated budget until the exact FLOPs removed reach the goal
+            keep = {g.id: ~(p | n) for g, p, n in zip(self.groups, self.pruned, new)}
+            removed = 1.0 - self.flops_fn(keep) / self.total_flops
+            if removed >= goal or removed <= 0:
+                break
+            budget *= min(2.0, goal / removed)
+            new = select(*subset, budget, cost)
         return new
 
     def _subset(self, which, scores):
