@@ -102,16 +102,16 @@ def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto
         fresh[part] = unique_name(f"{base}_affine_{part}", taken)
     epsilon = _attribute(node, "epsilon")
     graph.initializer.append(numpy_helper.from_array(np.array(1e-5 if epsilon is None else epsilon, np.float32), fresh["eps"]))
-    if rank > 2:
-        graph.initializer.append(numpy_helper.from_array(np.arange(1, rank - 1, dtype=np.int64), fresh["axes"]))
+    if rank > 2:  # (C,) -> (C, 1, ...) by Reshape, which reads the same in every opset (Unsqueeze does not)
+        graph.initializer.append(numpy_helper.from_array(np.array([-1] + [1] * (rank - 2), np.int64), fresh["axes"]))
     make = onnx.helper.make_node
     return [make("Add", [var, fresh["eps"]], [fresh["std"] + "_var"]),
             make("Sqrt", [fresh["std"] + "_var"], [fresh["std"]]),
             make("Div", [scale, fresh["std"]], [fresh["s"]]),
             make("Mul", [mean, fresh["s"]], [fresh["ms"]]),
             make("Sub", [bias, fresh["ms"]], [fresh["t"]]),
-            *([make("Unsqueeze", [fresh["s"], fresh["axes"]], [fresh["s_b"]]),
-               make("Unsqueeze", [fresh["t"], fresh["axes"]], [fresh["t_b"]])] if rank > 2 else
+            *([make("Reshape", [fresh["s"], fresh["axes"]], [fresh["s_b"]]),
+               make("Reshape", [fresh["t"], fresh["axes"]], [fresh["t_b"]])] if rank > 2 else
               [make("Identity", [fresh["s"]], [fresh["s_b"]]), make("Identity", [fresh["t"]], [fresh["t_b"]])]),
             make("Mul", [x, fresh["s_b"]], [fresh["xs"]]),
             make("Add", [fresh["xs"], fresh["t_b"]], [node.output[0]], name=node.name)]
