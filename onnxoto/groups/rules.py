@@ -73,9 +73,17 @@ def power(ctx):
 # --- linear layers -------------------------------------------------------------------------
 
 
+def _pin_spatial(ctx, x, out):
+    """A kernel slides over the spatial axes: positions there cannot be removed like channels."""
+    for tensor in (x, out):
+        for axis in range(2, ctx.rank(tensor) or 0):
+            ctx.pin(tensor, axis, f"spatial axis of {ctx.label}")
+
+
 def conv(ctx):
     """x (N, C, ...), W (M, C/g, k...), B (M): out (N, M, ...)."""
     x, w, b, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    _pin_spatial(ctx, x, out)
     group = ctx.attr("group", 1)
     ctx.same(ctx.d(w, 0), ctx.d(out, 1), MUL)
     if b:
@@ -92,6 +100,7 @@ def conv(ctx):
 def conv_transpose(ctx):
     """x (N, C, ...), W (C, M/g, k...), B (M): out (N, M, ...)."""
     x, w, b, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    _pin_spatial(ctx, x, out)
     group = ctx.attr("group", 1)
     if b:
         ctx.same(ctx.d(b, 0), ctx.d(out, 1), ADD)
@@ -238,6 +247,7 @@ def softmax(ctx):
 
 def pool(ctx):
     """Pooling keeps batch and channel axes; zeros pool to zero (max of zeros, mean of zeros)."""
+    _pin_spatial(ctx, ctx.input(0), ctx.output())
     for a in (0, 1):
         ctx.same(ctx.d(ctx.input(0), a), ctx.d(ctx.output(), a), MUL)
 
