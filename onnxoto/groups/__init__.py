@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .build import build_groups
-from .cost import model_cost, node_flops
+from .cost import model_cost
 from .erase import ErasableUnit, find_erasable
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .masks import keep_all, reduced_shapes, removed_positions

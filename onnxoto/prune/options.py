@@ -26,7 +26,6 @@ class PruneOptions:
     seed: int = 0
     erase: float = 0.0  # fraction of erasable branches (residual blocks) to remove whole
     verify_batches: int = 4
-    bn_batches: int = 50
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
 
     def validate(self):

@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import dist, graph, groups
+from ..groups import keep_all
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
@@ -151,7 +152,7 @@ def _with_weights(proto, weights):
 
 def _complete_keep(analysis, masks):
     """Groups the optimizer did not handle keep everything; never cut a whole group."""
-    keep = {g.id: np.ones(g.num_zigs, bool) for g in analysis.prunable}
+    keep = keep_all(analysis.prunable)
     for gid, mask in masks.items():
         if gid in keep and np.asarray(mask).any():
             keep[gid] = np.asarray(mask, bool)

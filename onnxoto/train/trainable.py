@@ -3,11 +3,11 @@ import copy
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import numpy_helper
 
 from onnxoto.errors import ModelError
+from onnxoto.graph.normalize import FLOAT_TYPES
 
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 ALL = "all"
 # Inputs that carry shapes, indices, bounds or statistics, not values to learn.
