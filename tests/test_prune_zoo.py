@@ -4,9 +4,10 @@ import glob
 import os
 
 import numpy as np
+import onnx
 import pytest
 
-from onnxoto import graph
+from onnxoto import graph, groups
 from onnxoto.prune import PruneOptions, prune
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
@@ -37,3 +38,21 @@ def test_every_zoo_model_prunes(path, tmp_path):
                    options=PruneOptions(epochs=1, batch_size=16, target_sparsity=0.3, base="adamw", erase=0.5))
     assert result.verified
     assert result.pruned["flops"] < result.dense["flops"]
+    if len(groups.analyze(graph.load(path)).erasable) >= 2:  # erase=0.5 of one branch rounds to none
+        assert result.erased
+        nodes = {n.name for n in onnx.load(tmp_path / "pruned.onnx").graph.node}
+        assert not nodes & {name for unit in result.erased for name in unit["nodes"]}
+
+
+def test_unet_loses_its_whole_lower_half(tmp_path):
+    # both skip Concats' deep branches erased: the encoder's second level, the middle and both
+    # up-convolutions go, leaving the top level's convolutions alone (OTOv3 erasing a sub-network)
+    path = os.path.join(MODELS, "unet_dynamo.onnx")
+    data = random_data(graph.load(path), tmp_path / "data.npz", rows=48)
+    out = tmp_path / "erased.onnx"
+    result = prune(path, data, str(out), log=lambda s: None,
+                   options=PruneOptions(epochs=2, batch_size=16, target_sparsity=0.2, base="adamw", erase=0.99))
+    assert result.verified and len(result.erased) == 2
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert ops == {"Conv", "Relu"}, ops
+    assert result.pruned["flops"] < 0.3 * result.dense["flops"]

@@ -9,6 +9,8 @@ from onnx import numpy_helper
 
 from onnxoto import graph, groups, verify
 from onnxoto.cli import main
+from onnxoto.surgery import cut as cut_model, zero_units
+from onnxoto.verify.certify import check_unit
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 
@@ -87,6 +89,54 @@ def test_a_branch_with_a_bias_after_a_non_zero_preserving_op_is_not_erasable():
     # is a Mul by the features, so zero weights still give a zero branch: it is erasable.
     analysis = groups.analyze(graph.load(os.path.join(MODELS, "se.onnx")))
     assert [u.join for u in analysis.erasable]
-    # U-Net and DenseNet have no residual Add: nothing to erase.
-    for name in ("unet.onnx", "densenet.onnx"):
-        assert groups.analyze(graph.load(os.path.join(MODELS, name))).erasable == []
+    # the SE gate itself multiplies the features: it is not a branch of a join
+    assert all(u.kind == "add" for u in analysis.erasable)
+
+
+def test_concat_models_have_erasable_branches_that_certify():
+    expected = {"unet.onnx": 2, "unet_dynamo.onnx": 2, "densenet.onnx": 6, "densenet_dynamo.onnx": 6, "c2f.onnx": 1}
+    for name, count in expected.items():
+        analysis = groups.analyze(graph.load(os.path.join(MODELS, name)))
+        concat = [u for u in analysis.erasable if u.kind == "concat"]
+        assert len(concat) == count, name
+        cert = verify.certify(analysis, subsets=1)
+        assert cert.units_verified == len(analysis.erasable) and cert.passed, name
+
+
+def test_erasing_a_unit_saves_exactly_its_predicted_params_and_flops():
+    for name in ("unet.onnx", "densenet_dynamo.onnx", "c2f.onnx", "resnet_bn.onnx", "transformer.onnx",
+                 "mobilenetv2.onnx", "convnext.onnx"):
+        analysis = groups.analyze(graph.load(os.path.join(MODELS, name)))
+        for unit in analysis.erasable:
+            erased = cut_model(analysis.model, analysis.groups, groups.keep_all(analysis.groups), [unit])
+            counted = groups.model_cost(graph.Model.from_proto(erased, name))
+            assert counted == (analysis.params - unit.param_count, analysis.flops - unit.flops), (name, unit.id)
+
+
+def test_densenet_branch_owns_the_batchnorms_after_its_concat():
+    # pre-activation: BN(0) = beta - gamma * mean / std, so the segment is zero only with the
+    # BatchNorms' slices zeroed too; without them the certificate must fail
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "densenet.onnx")))
+    model, unit = analysis.model, analysis.erasable[0]
+    assert unit.zero_slices and all(s.index.size == 8 for s in unit.zero_slices)  # growth rate 8
+    feeds = verify.random_inputs(model, np.random.default_rng(0))
+    assert check_unit(model, analysis.groups, unit, feeds).passed
+    unit.zero_slices = []
+    check = check_unit(model, analysis.groups, unit, feeds)
+    assert not check.passed and check.rel_diff > verify.TOLERANCE
+
+
+def test_unet_erases_its_whole_lower_half():
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "unet.onnx")))
+    outer = max(analysis.erasable, key=lambda u: u.flops)
+    inner = min(analysis.erasable, key=lambda u: u.flops)
+    assert set(inner.nodes) < set(outer.nodes)  # the outer branch holds the inner level
+    model = analysis.model
+    feeds = verify.random_inputs(model, np.random.default_rng(1))
+    both = [outer, inner]
+    cut = cut_model(model, analysis.groups, groups.keep_all(analysis.groups), both)
+    ops = [n.op_type for n in cut.graph.node]
+    assert "ConvTranspose" not in ops and "MaxPool" not in ops and "Concat" not in ops, ops
+    zeroed = verify.run(zero_units(model.proto, both), feeds)
+    assert verify.relative_difference(zeroed, verify.run(cut, feeds)) <= verify.TOLERANCE
+    assert outer.flops > 0.6 * analysis.flops  # its own nodes and the decoder's skip columns

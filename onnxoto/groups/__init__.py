@@ -19,7 +19,7 @@ class Analysis:
     groups: list = field(default_factory=list)
     params: int = 0
     flops: int = 0
-    erasable: list = field(default_factory=list)  # ErasableUnit: residual branches removable whole
+    erasable: list = field(default_factory=list)  # ErasableUnit: branches (of an Add or a Concat) removable whole
 
     @property
     def prunable(self):
@@ -38,7 +38,7 @@ def analyze(model):
     """Groups of a normalized graph.Model, with per-ZIG params and FLOPs."""
     groups = build_groups(model)
     params, flops = model_cost(model)
-    analysis = Analysis(model, groups, params, flops, find_erasable(model))
+    analysis = Analysis(model, groups, params, flops, find_erasable(model, groups))
     readers = {i: n for n in reversed(model.graph.node) for i in n.input}
     for g in groups:
         first = (g.producers or g.slices)[0].name

@@ -6,6 +6,8 @@ from .dims import DimSpace
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .rules import RULES
 
+SINGLE_CHANNEL = "a single channel: cutting it would remove the operator (see erasing)"
+
 
 def couple(model):
     """Run every node's rule; return the DimSpace and the Record of zero behaviour."""
@@ -109,8 +111,6 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
     for c in sorted(signature):
         if c in comps.pinned_classes:
             return comps.pinned_classes[c]
-    if len(next(iter(slices)).index) < 2:
-        return "a single channel: cutting it would remove the operator (see erasing)"
     if not any(s.role == PRODUCER for s in slices):
         return "no parameter produces these channels"
     in_group = {d for c in signature for d in members[c]}
@@ -125,6 +125,8 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
         inside = [d for d in dims if d in in_group]
         if inside and not any(zero[d] for d in inside):
             return f"channels are not exactly zero where {label} consumes them"
+    if len(next(iter(slices)).index) < 2:  # last: such a group is exact, erasing may remove it whole
+        return SINGLE_CHANNEL
     return ""
 
 

@@ -1,15 +1,22 @@
-"""Erasable units (OTOv3): residual branches that can be removed whole when all their parameters are zero.
+"""Erasable units (OTOv3): branches that can be removed whole when all their parameters are zero.
 
-A unit is the set of nodes that feed one input of an Add and nothing else, back to the point
-where that input branches off the other one. With every parameter of the unit zero, its output
-must be exactly zero (checked by the ZERO table), so the Add becomes a pass-through of the
-other input.
+A unit is the set of nodes that feed one input of a join (an Add or a Concat) and nothing else,
+back to the point where that input branches off the others.
+- Add: with every parameter of the unit zero its output must be exactly zero (the ZERO table),
+  so the Add becomes a pass-through of the other input.
+- Concat: the branch's output is a segment of channels; the unit also owns what makes those
+  channels exactly zero downstream (a BatchNorm after the Concat, say), taken from the channel
+  groups, so erasing drops the segment and cuts its channels from every later layer.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
-from .cost import node_flops
+from .build import SINGLE_CHANNEL
+from .cost import model_cost, node_flops
+from .group import ParamSlice, PRODUCER
+from .masks import reduced_shapes
 
 
 def _all(node, z):
@@ -56,77 +63,94 @@ ZERO = {
 @dataclass
 class ErasableUnit:
     id: str
-    join: str  # the Add node that becomes a pass-through
+    kind: str  # "add": the join passes its other input through; "concat": the join loses a segment
+    join: str  # the join node's name
     output: str  # the branch's output tensor (an input of the join)
-    keep_input: str  # the join's other input, which replaces its output
+    keep_input: str = ""  # add: the join's other input, which replaces its output
     nodes: list = field(default_factory=list)  # node names, graph order
-    params: list = field(default_factory=list)  # initializer names owned by the unit
+    params: list = field(default_factory=list)  # initializer names owned by the unit (whole)
+    zero_slices: list = field(default_factory=list)  # concat: ParamSlices outside the branch zeroed with it
+    removed: dict = field(default_factory=dict)  # concat: (tensor, axis) -> positions cut outside the branch
     param_count: int = 0
     flops: int = 0
 
 
-def find_erasable(model):
-    """The residual branches of a normalized graph.Model that can be erased exactly."""
-    nodes = list(model.graph.node)
-    producer = {o: n for n in nodes for o in n.output}
-    readers = {}
-    for n in nodes:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    outputs = set(model.output_names)
+def find_erasable(model, groups=()):
+    """The branches of a normalized graph.Model that can be erased exactly (`groups`: its channel
+    groups, which say where a Concat segment's channels go)."""
+    graph = _Graph(model)
     units = []
-    for join in nodes:
-        if join.op_type != "Add" or len(join.input) != 2 or len({*join.input}) != 2:
+    for join in graph.nodes:
+        inputs = [i for i in join.input if i]
+        if len(inputs) < 2 or len(set(inputs)) != len(inputs):
             continue
-        a, b = join.input
-        if model.shapes.get(a) != model.shapes.get(b) or model.shapes.get(a) is None:
-            continue
-        for branch_out, other in ((a, b), (b, a)):
-            unit = _branch(branch_out, other, join, producer, readers, outputs, model)
-            if unit is not None and _zero_when_params_zero(unit, model):
-                units.append(unit)
-    by_name = {_name(n): n for n in nodes}
+        if join.op_type == "Add" and len(inputs) == 2:
+            a, b = inputs
+            if model.shapes.get(a) != model.shapes.get(b) or model.shapes.get(a) is None:
+                continue
+            for out, other in ((a, b), (b, a)):
+                unit = _branch(out, [other], join, graph, model)
+                if unit is not None and _zero_when_params_zero(unit, model):
+                    unit.kind, unit.keep_input = "add", other
+                    units.append(unit)
+        elif join.op_type == "Concat":
+            for k, out in enumerate(inputs):
+                unit = _branch(out, inputs[:k] + inputs[k + 1:], join, graph, model)
+                if unit is not None and _attach_segment(unit, join, k, graph, model, groups):
+                    units.append(unit)
     for unit in units:
         unit.id = f"erase:{unit.nodes[0]}"
-        unit.flops = int(sum(node_flops(by_name[n], model.shapes, model.is_float) for n in unit.nodes))
-        unit.param_count = int(sum(np.prod(model.shapes[p]) for p in unit.params))
+        _count_cost(unit, graph, model)
     return units
 
 
-def _ancestors(tensor, producer):
-    """Names of the nodes `tensor` depends on."""
-    seen, stack = set(), [tensor]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or _name(node) in seen:
-            continue
-        seen.add(_name(node))
-        stack.extend(i for i in node.input if i)
-    return seen
+class _Graph:
+    """Producers, readers and node names of a model's graph."""
+
+    def __init__(self, model):
+        self.nodes = list(model.graph.node)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.readers = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
+        self.by_name = {_name(n): n for n in self.nodes}
+        self.outputs = set(model.output_names)
+
+    def ancestors(self, tensor):
+        """Names of the nodes `tensor` depends on."""
+        seen, stack = set(), [tensor]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is None or _name(node) in seen:
+                continue
+            seen.add(_name(node))
+            stack.extend(i for i in node.input if i)
+        return seen
 
 
 def _name(node):
     return node.name or node.output[0]
 
 
-def _branch(out, other, join, producer, readers, outputs, model):
-    """The nodes `out` depends on and `other` does not, if nothing outside reads them."""
-    own = _ancestors(out, producer) - _ancestors(other, producer)
+def _branch(out, others, join, graph, model):
+    """The nodes `out` depends on and none of `others` does, if nothing outside reads them."""
+    own = graph.ancestors(out) - set().union(*(graph.ancestors(o) for o in others))
     # shape arithmetic (integer outputs) may be shared with other layers; dead-node cleanup removes it
-    own = {_name(n) for n in model.graph.node if _name(n) in own and any(model.is_float(o) for o in n.output)}
-    members = [n for n in model.graph.node if _name(n) in own]
+    own = {_name(n) for n in graph.nodes if _name(n) in own and any(model.is_float(o) for o in n.output)}
+    members = [n for n in graph.nodes if _name(n) in own]
     allowed = own | {_name(join)}
     for m in members:
-        outside = [r for o in m.output for r in readers.get(o, [])
+        outside = [r for o in m.output for r in graph.readers.get(o, [])
                    if _name(r) not in allowed and any(model.is_float(t) for t in r.output)]
-        if set(m.output) & outputs or outside:
+        if set(m.output) & graph.outputs or outside:
             return None  # something outside the branch reads it: not a separable branch
     params = sorted({i for m in members for i in m.input if _is_weight(i, model)})
-    if not members or not params or producer.get(out) not in members:
+    if not members or not params or graph.producer.get(out) not in members:
         return None
-    if any(_name(r) not in own for p in params for r in readers.get(p, [])):
+    if any(_name(r) not in own for p in params for r in graph.readers.get(p, [])):
         return None  # a parameter also read outside the branch (tied)
-    return ErasableUnit(id="", join=_name(join), output=out, keep_input=other,
+    return ErasableUnit(id="", kind="", join=_name(join), output=out,
                         nodes=[_name(m) for m in members], params=params)
 
 
@@ -146,3 +170,74 @@ def _zero_when_params_zero(unit, model):
         if rule is not None and rule(node, lambda t: t in zero):
             zero.update(node.output)
     return unit.output in zero
+
+
+def _attach_segment(unit, join, k, graph, model, groups):
+    """Give a Concat branch the channel ZIGs of its segment: every position of the segment must
+    belong to ZIGs that lie wholly inside it, in groups that are exactly zero-invariant, and that
+    reach nothing upstream of the Concat outside the branch. False if any of that fails."""
+    whole = model.shapes.get(join.output[0])
+    if not whole:
+        return False
+    axis = _attr(join, "axis", 0) % len(whole)
+    sizes = [(model.shapes.get(i) or (None,) * len(whole))[axis] for i in join.input]
+    if not all(isinstance(s, int) for s in sizes):
+        return False
+    start = sum(sizes[:k])
+    stop = start + sizes[k]
+    inside = {o for n in unit.nodes for o in graph.by_name[n].output} | set(unit.params)
+    upstream = graph.ancestors(join.output[0]) - set(unit.nodes) - {_name(join)}
+    touched_upstream = {t for n in upstream for t in [*graph.by_name[n].input, *graph.by_name[n].output]}
+    touched_upstream |= set(model.input_names)
+    covered, zero, removed = [], {}, {}
+    for g in groups:
+        dim = next((d for d in g.dims if d.tensor == join.output[0] and d.axis == axis), None)
+        if dim is None:
+            continue
+        rows = (dim.index >= start) & (dim.index < stop)
+        zigs = rows.all(axis=1)
+        if not rows.any():
+            continue
+        if (rows.any(axis=1) & ~zigs).any() or not (g.prunable or g.reason == SINGLE_CHANNEL):
+            return False  # a ZIG straddles the segment's edge, or its channels are not exactly removable
+        covered.append(dim.index[zigs].ravel())
+        for s in g.producers:
+            if s.name not in inside:
+                zero.setdefault((s.name, s.axis), []).append(s.index[zigs].ravel())
+        for d in g.dims:
+            if d.tensor in touched_upstream and d.tensor not in inside:
+                return False  # cutting the segment would cut a tensor the other inputs depend on
+            if d.tensor not in inside:
+                removed.setdefault((d.tensor, d.axis), []).append(d.index[zigs].ravel())
+    if not covered or not np.array_equal(np.unique(np.concatenate(covered)), np.arange(start, stop)):
+        return False
+    unit.kind = "concat"
+    unit.zero_slices = [ParamSlice(name, axis, np.unique(np.concatenate(parts))[None, :], PRODUCER)
+                        for (name, axis), parts in sorted(zero.items())]
+    unit.removed = {key: np.unique(np.concatenate(parts)) for key, parts in removed.items()}
+    return True
+
+
+def _attr(node, name, default):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _count_cost(unit, graph, model):
+    """Params and FLOPs gone with the unit: its own nodes, the join when it becomes a pass-through,
+    and (concat) what the cut saves downstream."""
+    join = graph.by_name[unit.join]
+    members = set(unit.nodes)
+    owned = {i for n in unit.nodes for i in graph.by_name[n].input  # weights, and scalars no one else reads
+             if model.is_param(i) and all(_name(r) in members for r in graph.readers[i])}
+    unit.param_count = int(sum(np.prod(model.shapes[p]) for p in owned))
+    unit.flops = int(sum(node_flops(graph.by_name[n], model.shapes, model.is_float) for n in unit.nodes))
+    if unit.kind == "add":
+        unit.flops += int(node_flops(join, model.shapes, model.is_float))
+        return
+    params, flops = model_cost(model)
+    shapes = reduced_shapes(model.shapes, unit.removed)
+    cut_params, cut_flops = model_cost(model, shapes)
+    unit.param_count += params - cut_params
+    unit.flops += flops - cut_flops
+    if len([i for i in join.input if i]) == 2:  # one input left: the Concat goes too
+        unit.flops += int(node_flops(join, shapes, model.is_float))

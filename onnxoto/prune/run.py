@@ -13,7 +13,7 @@ from ..groups import keep_all
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
-from ..surgery import cut, erase
+from ..surgery import cut
 from ..train import TrainingSession, load_data, loss_for, prepare_for_training, trainable_params
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
@@ -81,7 +81,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             return result
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
         trained_model = graph.Model.from_proto(trained, dense.name)
-        pruned = erase(cut(trained_model, analysis.groups, keep), erased, dense.name)
+        pruned = cut(trained_model, analysis.groups, keep, erased)
         # the certificate compares with the trained model itself: this also proves its zeros are exact
         diff = _verify_on_data(trained, pruned, dataset, options)
         if diff > TOLERANCE:

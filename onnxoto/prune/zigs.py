@@ -21,14 +21,17 @@ def optimizer_groups(analysis, trainable, round_to=1):
 
 def unit_groups(analysis, trainable):
     """One single-ZIG group per erasable branch: all of its trainable weights (statistics such as
-    BatchNorm's running mean/var need not be zero: the pipeline checks the trained model itself)."""
+    BatchNorm's running mean/var need not be zero: the pipeline checks the trained model itself),
+    and for a Concat branch the slices that zero its channels downstream, which must all train."""
     out = []
     trainable = set(trainable)
     for unit in analysis.erasable:
         weights = [p for p in unit.params if p in trainable]
-        if not weights:
+        if not weights or any(s.name not in trainable for s in unit.zero_slices):
             continue
         slices = [ZigSlice(p, 0, np.arange(analysis.model.shapes[p][0], dtype=np.int64)[None, :]) for p in weights]
+        slices += [ZigSlice(s.name, s.axis, np.ascontiguousarray(s.index.reshape(1, -1), dtype=np.int64))
+                   for s in unit.zero_slices]
         out.append(ZigGroup(id=unit.id, num_zigs=1, slices=slices, flops_per_zig=float(unit.flops),
                             params_per_zig=float(unit.param_count), erasable=True, join=unit.join))
     return out

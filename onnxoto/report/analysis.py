@@ -14,7 +14,8 @@ def analysis_json(analysis):
                     "flops_per_zig": g.flops_per_zig, "initializers": g.initializers,
                     "zig_width": {s.name: int(s.index.shape[1]) for s in g.slices}}
                    for g in analysis.groups],
-        "erasable": [{"id": u.id, "join": u.join, "nodes": u.nodes, "params": u.param_count, "flops": u.flops}
+        "erasable": [{"id": u.id, "kind": u.kind, "join": u.join, "nodes": u.nodes, "params": u.param_count,
+                      "flops": u.flops}
                      for u in analysis.erasable],
     }
 
@@ -31,8 +32,9 @@ def analysis_text(analysis):
                f"{len(analysis.prunable)}/{len(analysis.groups)} groups prunable covering "
                f"{_share(prunable, analysis.params)} of params (params/flops columns: removed if the whole group were cut)")
     if analysis.erasable:
-        units = format_table(["erasable branch", "nodes", "params", "flops"],
-                             [[u.id, len(u.nodes), _share(u.param_count, analysis.params), _share(u.flops, analysis.flops)]
+        units = format_table(["erasable branch", "join", "nodes", "params", "flops"],
+                             [[u.id, f"{u.kind} {u.join}", len(u.nodes), _share(u.param_count, analysis.params),
+                               _share(u.flops, analysis.flops)]
                               for u in analysis.erasable])
         table = f"{table}\n\n{units}"
     return f"{table}\n\n{summary}"

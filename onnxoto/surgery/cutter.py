@@ -7,6 +7,7 @@ from ..errors import ModelError
 from ..graph import infer_shapes
 from ..graph.normalize import drop_unused_initializers
 from ..groups import reduced_shapes, removed_positions
+from .erase import remove_units
 from .shapes import REWRITERS, set_attribute
 
 
@@ -97,17 +98,16 @@ class ConstantEditor:
         return name
 
 
-def cut(model, groups, keep):
-    """The pruned ModelProto: ZIGs where keep[group id] is False are removed everywhere."""
-    for g in groups:
-        mask = keep.get(g.id)
-        if mask is not None and not mask.any():
-            raise ModelError(f"group {g.id}: cannot remove every channel (erasing operators is separate)")
-    removed = removed_positions(groups, keep)
+def cut(model, groups, keep, erased=()):
+    """The pruned ModelProto: ZIGs where keep[group id] is False are removed everywhere, and the
+    erased units (groups.ErasableUnit) with them."""
+    removed = _merge(removed_positions(groups, keep), *(u.removed for u in erased))
     new_shapes = reduced_shapes(model.shapes, removed)
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     graph = proto.graph
+    remove_units(graph, erased)
+    _check_nothing_empty(graph, removed, new_shapes)
     _slice_initializers(graph, removed)
     edit = ConstantEditor(graph, removed, model.shapes)
     for node in list(graph.node):
@@ -123,6 +123,24 @@ def cut(model, groups, keep):
     except Exception as exc:
         raise ModelError(f"cut model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     return proto
+
+
+def _merge(*removals):
+    merged = {}
+    for removal in removals:
+        for key, positions in removal.items():
+            merged.setdefault(key, []).append(np.asarray(positions, np.int64).ravel())
+    return {key: np.unique(np.concatenate(parts)) for key, parts in merged.items()}
+
+
+def _check_nothing_empty(graph, removed, new_shapes):
+    """A cut that would leave a live tensor without channels removes an operator: erasing's job."""
+    live = {i for n in graph.node for i in n.input} | {o for n in graph.node for o in n.output}
+    for tensor, axis in removed:
+        shape = new_shapes.get(tensor)
+        if tensor in live and shape is not None and shape[axis] == 0:
+            raise ModelError(f"cannot remove every channel of '{tensor}' (axis {axis}): "
+                             "erasing whole operators is separate")
 
 
 def _slice_initializers(graph, removed):

@@ -1,33 +1,41 @@
-"""Erase whole residual branches (OTOv3): their nodes go, their Add becomes a pass-through."""
+"""Erase whole branches (OTOv3): their nodes go; an Add join passes its other input through, a
+Concat join loses the branch's segment (the cutter removes its channels downstream)."""
 import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ModelError
-from ..graph import infer_shapes
-from ..graph.normalize import drop_unused_initializers
-from .cutter import drop_dead_nodes
 
 
-def erase(proto, units, name="model"):
-    """A copy of `proto` without the given ErasableUnits; each join Add passes its other input through."""
-    joins = [u.join for u in units]
+def remove_units(graph, units):
+    """Delete the units' nodes from `graph` in place and rewire their joins; dead nodes and unused
+    initializers are left for the caller's cleanup."""
+    adds = [u for u in units if u.kind == "add"]
+    joins = [u.join for u in adds]
     if len(set(joins)) != len(joins):
         raise ModelError("cannot erase both inputs of one Add: the network would lose its path")
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    graph = out.graph
     gone = {n for u in units for n in u.nodes} | set(joins)
-    by_join = {u.join: u for u in units}
+    by_join = {u.join: u for u in adds}
+    dropped = {}  # Concat join -> branch outputs it loses
+    for u in units:
+        if u.kind == "concat":
+            dropped.setdefault(u.join, set()).add(u.output)
     alias, kept = {}, []
     outputs = {o.name for o in graph.output}
     for node in graph.node:
         key = node.name or node.output[0]
+        if key in gone and key not in by_join:
+            continue
+        if key in dropped:
+            _drop_segments(node, dropped[key])
+            if len(node.input) == 1 and node.output[0] not in outputs:
+                alias[node.output[0]] = node.input[0]  # a one-input Concat is a copy
+                continue
         if key in by_join and node.output[0] in outputs:
             # the graph output keeps its name: the one place a pass-through needs a node
             kept.append(helper.make_node("Identity", [by_join[key].keep_input], [node.output[0]], name=key))
         elif key in by_join:
             alias[node.output[0]] = by_join[key].keep_input
-        elif key not in gone:
+        else:
             kept.append(node)
     for node in kept:
         for i, tensor in enumerate(node.input):
@@ -36,21 +44,35 @@ def erase(proto, units, name="model"):
             node.input[i] = tensor
     del graph.node[:]
     graph.node.extend(kept)
-    drop_dead_nodes(graph)
-    drop_unused_initializers(graph)
-    produced = {o for n in graph.node for o in n.output}
-    kept_info = [v for v in graph.value_info if v.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(kept_info)
-    return infer_shapes(out, name)
+
+
+def _drop_segments(concat, branch_outputs):
+    inputs = [i for i in concat.input if i not in branch_outputs]
+    if not inputs:
+        raise ModelError(f"cannot erase every input of Concat '{concat.name}': the network would lose its path")
+    del concat.input[:]
+    concat.input.extend(inputs)
 
 
 def zero_units(proto, units):
-    """M0 for erasure: every parameter of the units set to zero."""
-    names = {p for u in units for p in u.params}
+    """M0 for erasure: every parameter of the units set to zero (and, for a Concat branch, what makes
+    its channels zero downstream)."""
+    whole = {p for u in units for p in u.params}
+    parts = {}
+    for u in units:
+        for s in u.zero_slices:
+            parts.setdefault(s.name, []).append((s.axis, s.index.ravel()))
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     for k, init in enumerate(out.graph.initializer):
-        if init.name in names:
-            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0, init.name))
+        if init.name not in whole and init.name not in parts:
+            continue
+        array = numpy_helper.to_array(init).copy()
+        if init.name in whole:
+            array[...] = 0
+        for axis, positions in parts.get(init.name, ()):
+            index = [slice(None)] * array.ndim
+            index[axis] = positions
+            array[tuple(index)] = 0
+        out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
     return out
