@@ -491,3 +491,24 @@ def test_flops_target_is_met_exactly_when_the_cost_model_is_given():
     for _ in range(50):
         opt.step({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()})
     assert 1.0 - exact(opt.keep_masks()) / 100.0 >= 0.5
+
+
+def test_channels_inside_an_erased_branch_go_with_it_and_count_against_the_budget():
+    # branch "a" (4 rows) and a layer "b" outside it; "a"'s rows are the weakest channels too
+    def run(erase_fraction):
+        params = {"a": np.full((4, 3), 0.1, np.float32), "b": np.array([1.0, 2.0, 3.0, 4.0], np.float32)}
+        unit = ZigGroup("unit", 1, [ZigSlice("a", 0, np.arange(4)[None, :])], erasable=True, join="add")
+        groups = [rows_group("a:0", "a", 4), rows_group("b:0", "b", 4), unit]
+        opt = Hesso(params, groups, SGD(lr=0.0), total_steps=10, target_sparsity=0.5, start_pruning_step=1,
+                    pruning_steps=2, pruning_periods=1, erase_fraction=erase_fraction)
+        for _ in range(10):
+            opt.step({k: np.zeros_like(v) for k, v in params.items()})
+        return opt.keep_masks(), params
+
+    masks, params = run(0.99)
+    assert not masks["unit"].any() and not masks["a:0"].any()  # the branch, and its channels with it
+    assert masks["b:0"].all()  # half of the 8 channels are gone already: nothing else is cut
+    assert not params["a"].any() and (params["b"] == [1, 2, 3, 4]).all()
+    masks, params = run(0.0)
+    assert masks["unit"].all() and masks["a:0"].any()  # a channel group alone is never cut whole
+    assert int(sum((~m).sum() for k, m in masks.items() if k != "unit")) == 4  # without erasing: 4 channels

@@ -44,6 +44,7 @@ class Hesso:
         self.pruned = [np.zeros(g.num_zigs, bool) for g in self.groups]  # marked: fading or zero
         self.fading = [np.zeros(g.num_zigs, bool) for g in self.groups]  # marked in the current period
         self.directions = {name: self.xp.zeros_like(p) for name, p in params.items()}
+        self._inside = self._channels_inside_units()
         self._saved = None
         self._refresh_elements()
 
@@ -66,15 +67,50 @@ class Hesso:
         self._refresh_elements()
 
     def _select(self, period, scores):
-        """Channels against the sparsity/FLOPs budget; erasable branches against their own."""
-        channels = [not g.erasable and g.prunable for g in self.groups]
-        new = self._select_channels(period, self._subset(channels, scores))
+        """Erasable branches against their own budget first; the channels inside an erased branch go
+        with it (out of the ranking, counted as removed); then channels against the sparsity/FLOPs budget."""
+        new = [np.zeros(g.num_zigs, bool) for g in self.groups]
         units = [g.erasable for g in self.groups]
         if any(units) and self.erase_fraction:
             count = int(round(self.erase_fraction * sum(units) * (period + 1) / self.schedule.periods))
             chosen = select(*self._subset(units, scores), count, [float(u) for u in units])
             new = [c if u else n for u, n, c in zip(units, new, chosen)]
-        return new
+            for k, inside in self._inside.items():
+                if (self.pruned[k] | new[k]).all():
+                    for j, mask in inside.items():
+                        new[j] |= mask & ~self.pruned[j]
+        channels = [not g.erasable and g.prunable for g in self.groups]
+        marked = [p | n for p, n in zip(self.pruned, new)]
+        chosen = self._select_channels(period, self._subset(channels, scores, marked))
+        return [n | c for n, c in zip(new, chosen)]
+
+    def _channels_inside_units(self):
+        """{unit group k: {channel group j: bool per ZIG}}: the channel ZIGs whose producer elements all
+        lie in what erasable branch k zeroes."""
+        inside = {}
+        for k, unit in enumerate(self.groups):
+            if not unit.erasable:
+                continue
+            zeroed = {}  # param -> bool array of its shape: the elements the branch zeroes
+            for s in unit.slices:
+                shape = tuple(self.params[s.param].shape)
+                mask = zeroed.setdefault(s.param, np.zeros(shape, bool))
+                index = [slice(None)] * len(shape)
+                index[s.axis % len(shape)] = np.asarray(s.index).ravel()
+                mask[tuple(index)] = True
+            for j, g in enumerate(self.groups):
+                if g.erasable or not g.slices or any(s.param not in zeroed for s in g.slices):
+                    continue
+                covered = np.ones(g.num_zigs, bool)
+                for s in g.slices:
+                    mask = zeroed[s.param]
+                    axis = s.axis % mask.ndim
+                    taken = np.take(mask, np.asarray(s.index).ravel(), axis=axis)  # ZIG-major along axis
+                    taken = np.moveaxis(taken, axis, 0).reshape(g.num_zigs, -1)
+                    covered &= taken.all(axis=1)
+                if covered.any():
+                    inside.setdefault(k, {})[j] = covered
+        return inside
 
     def _select_channels(self, period, subset):
         budget, cost = self._budget(period)
@@ -83,7 +119,7 @@ class Hesso:
             return new
         goal = self.target_flops * (period + 1) / self.schedule.periods
         for _ in range(8):  # raise the estimated budget until the exact FLOPs removed reach the goal
-            keep = {g.id: ~(p | n) for g, p, n in zip(self.groups, self.pruned, new)}
+            keep = {g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)}
             removed = 1.0 - self.flops_fn(keep) / self.total_flops
             if removed >= goal or removed <= 0:
                 break
@@ -91,10 +127,10 @@ class Hesso:
             new = select(*subset, budget, cost)
         return new
 
-    def _subset(self, which, scores):
+    def _subset(self, which, scores, pruned=None):
         """(groups, scores, pruned) restricted to `which`, others presented as unprunable."""
         groups = [g if w else _Frozen(g) for g, w in zip(self.groups, which)]
-        return groups, scores, self.pruned
+        return groups, scores, self.pruned if pruned is None else pruned
 
     def scores(self):
         return saliency(self.index, self.params, self.directions, self.weights)
