@@ -80,6 +80,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             result.is_root = False
             return result
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
+        erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]  # nested: the outer says it
         trained_model = graph.Model.from_proto(trained, dense.name)
         pruned = cut(trained_model, analysis.groups, keep, erased)
         # the certificate compares with the trained model itself: this also proves its zeros are exact
