@@ -76,7 +76,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
-            result = _result(model, output, dense, analysis, keep, options, history, float("nan"), metric)
+            result = _result(model, output, dense, analysis, masks, options, history, float("nan"), metric)
             result.is_root = False
             return result
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
@@ -89,7 +89,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
         _save_atomically(pruned, output)
-        result = _result(model, output, dense, analysis, keep, options, history, diff, metric)
+        result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
         sample = next(dataset.batches(options.batch_size))
@@ -172,8 +172,11 @@ def _verify_on_data(trained, pruned, dataset, options):
     return worst
 
 
-def _result(model, output, dense, analysis, keep, options, history, diff, metric):
-    pruned_params, pruned_flops = analysis.predict_cost(keep)
+def _result(model, output, dense, analysis, masks, options, history, diff, metric):
+    """The result before measuring; `masks` are the optimizer's, where channels inside an erased
+    branch may leave a whole group (the cut keeps those through _complete_keep, the erasure removes them)."""
+    pruned_params, pruned_flops = analysis.predict_cost(_complete_keep(analysis, masks))
+    keep = {g.id: np.asarray(masks.get(g.id, np.ones(g.num_zigs, bool)), bool) for g in analysis.prunable}
     total = sum(g.num_zigs for g in analysis.prunable)
     removed = sum(int((~m).sum()) for m in keep.values())
     return PruneResult(
