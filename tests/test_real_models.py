@@ -52,12 +52,6 @@ INPUTS = {
 
 # Known failures inside onnxoto, per (model, step): the exact error line (models/REAL.md has the details).
 XFAIL = {
-    ("ppocrv4_det", "verify"):
-        "13 of 21 groups differ after the cut: rel diff 7.9e-04..3.5e-02 (conv2d_96.w_0:0 0.0325, SE squeeze "
-        "convs Conv-Relu-Conv-HardSigmoid-Mul of the RSEFPN neck and others)",
-    ("nudenet_320n", "verify"):
-        "groups differ by 1.1e-04..3.0e-04 (> 1e-4), e.g. model.2.cv1.conv.weight:0@16 2.98e-04; the DFL cut that "
-        "broke Reshape '/model.22/dfl/Reshape_1' is fixed (spatial axes of Conv/pooling are pinned)",
     ("silero_vad_op15", "verify"):
         "ModelError: silero_vad_op15.onnx: the model itself does not run ... Invalid model. Node input "
         "'/model/decoder/If_1_output_1' is not a graph input, initializer, or output of a previous "

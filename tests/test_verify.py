@@ -10,7 +10,9 @@ from onnx import numpy_helper
 from onnxoto import graph, groups, verify
 from onnxoto.cli import main
 from onnxoto.surgery import cut as cut_model, zero_units
-from onnxoto.verify.certify import check_unit
+from onnxoto.verify.certify import check_unit, compared_tensors
+
+from edge_helpers import Net
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 
@@ -140,3 +142,21 @@ def test_unet_erases_its_whole_lower_half():
     zeroed = verify.run(zero_units(model.proto, both), feeds)
     assert verify.relative_difference(zeroed, verify.run(cut, feeds)) <= verify.TOLERANCE
     assert outer.flops > 0.6 * analysis.flops  # its own nodes and the decoder's skip columns
+
+
+def _saturated_sigmoid_net():
+    """conv-relu (8 prunable channels) -> conv to 4 -> + (-16) -> Sigmoid: outputs around 1e-7."""
+    net = Net(seed=3)
+    x = net.input("x", ("N", 3, 8, 8))
+    h = net.op("Relu", [net.conv(x, 3, 8, name="body")])
+    z = net.op("Add", [net.conv(h, 8, 4, name="head"), net.const("shift", np.full((1, 4, 1, 1), -16, np.float32))])
+    return graph.from_proto(net.model(net.op("Sigmoid", [z], name="y"), opset=17), "saturated")
+
+
+def test_a_saturated_sigmoid_is_compared_on_its_range_and_its_argument_on_its_own_scale():
+    model = _saturated_sigmoid_net()
+    extra, floors = compared_tensors(model)
+    assert extra == ["add_1"] and floors == [1.0, 0.0]  # the output on [0, 1]; what it reads, strictly
+    assert verify.certify(groups.analyze(model), subsets=3).passed
+    # a broken analysis is still caught: the pre-activation differs at the usual relative scale
+    assert not verify.certify(_without_bias_slices(groups.analyze(model)), subsets=3).passed

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from ..graph.operands import is_value_input
 from .build import SINGLE_CHANNEL
 from .cost import model_cost, node_flops
 from .group import ParamSlice, PRODUCER
@@ -145,7 +146,8 @@ def _branch(out, others, join, graph, model):
                    if _name(r) not in allowed and any(model.is_float(t) for t in r.output)]
         if set(m.output) & graph.outputs or outside:
             return None  # something outside the branch reads it: not a separable branch
-    params = sorted({i for m in members for i in m.input if _is_weight(i, model)})
+    params = sorted({i for m in members for k, i in enumerate(m.input)
+                     if _is_weight(i, model) and is_value_input(m.op_type, k)})  # not Resize's scales
     if not members or not params or graph.producer.get(out) not in members:
         return None
     if any(_name(r) not in own for p in params for r in graph.readers.get(p, [])):
