@@ -10,7 +10,9 @@ from onnx import helper, numpy_helper
 from edge_helpers import Net, analyze_proto, run
 from onnxoto.errors import ModelError
 from onnxoto.graph import from_proto, load
+from onnxoto import groups, verify
 from onnxoto.groups import analyze
+from onnxoto.surgery import cut
 
 MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 EDGE = os.path.join(MODELS, "edge_bn_unfolded.onnx")
@@ -252,3 +254,32 @@ def test_loading_writes_nothing(tmp_path):
 def test_truncated_anywhere_is_a_model_error(tmp_path, fraction):
     data = open(os.path.join(MODELS, "edge_sigmoid_gate.onnx"), "rb").read()
     load_error(write(tmp_path, "cut.onnx", data[:int(len(data) * fraction)]))
+
+
+def _if_reading_an_outer_tensor():
+    """conv1 (8 channels) -> relu -> conv2 (4) -> c; an If whose branches read c from the outer graph."""
+    net = Net()
+    x = net.input("x", ("N", 3, 8, 8))
+    cond = net.input("cond", (), dtype=onnx.TensorProto.BOOL)
+    c = net.conv(net.op("Relu", [net.conv(x, 3, 8, name="conv1")]), 8, 4, name="conv2")
+    out = helper.make_tensor_value_info("branch_out", onnx.TensorProto.FLOAT, None)
+    then = helper.make_graph([helper.make_node("Relu", [c], ["branch_out"])], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Neg", [c], ["branch_out"])], "else", [], [out])
+    y = net.op("If", [cond], name="y", then_branch=then, else_branch=other)
+    return net.model(y, opset=17)
+
+
+def test_tensors_a_subgraph_reads_stay_alive_and_pinned():
+    analysis = analyze_proto(_if_reading_an_outer_tensor(), "if")
+    by_id = {g.id: g for g in analysis.groups}
+    assert not by_id["conv2.weight:0"].prunable  # the If body reads its channels: a barrier
+    assert by_id["conv1.weight:0"].prunable
+    # cutting conv1's channels keeps conv2, which only the If body reads
+    feeds = {"x": np.ones((2, 3, 8, 8), np.float32), "cond": np.array(True)}
+    cert = verify.certify(analysis, subsets=2)
+    assert cert.passed and cert.groups_verified == 1
+    keep = groups.keep_all(analysis.groups)
+    keep["conv1.weight:0"][:4] = False
+    cut_proto = cut(analysis.model, analysis.groups, keep)
+    assert "conv2" in {n.name for n in cut_proto.graph.node}
+    assert verify.run(cut_proto, feeds)[0].shape == (2, 4, 8, 8)

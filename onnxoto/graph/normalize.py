@@ -6,6 +6,7 @@ import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
 from ..errors import ModelError
+from .operands import node_reads
 
 PASS_THROUGH_OPS = {"Identity", "Dropout"}
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
@@ -46,7 +47,7 @@ def _name_reshape_outputs(model):
 
 def drop_unused_initializers(graph):
     """Initializers no node reads (left behind by bypassed Identity nodes or cut shape constants)."""
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
     keep = [t for t in graph.initializer if t.name in used]
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
@@ -147,10 +148,11 @@ def _fold_constants(model, name):
         _constant_nodes_to_initializers(model.graph)
         return model
     try:
-        graph = gs.import_onnx(infer_shapes(model, name))
-        graph.toposort()
-        graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False).toposort()
-        folded = gs.export_onnx(graph, do_type_check=False)
+        folded = _folded(infer_shapes(model, name), flatten=True)
+        if _undefined_inputs(folded.graph):
+            # onnx-graphsurgeon 0.6 flattening an If whose branch ends in a nested multi-output If loses
+            # outputs (silero VAD): then Ifs stay as they are
+            folded = _folded(infer_shapes(model, name), flatten=False)
     except ModelError:
         raise
     except Exception as exc:
@@ -161,6 +163,21 @@ def _fold_constants(model, name):
     folded.opset_import.extend(model.opset_import)
     _constant_nodes_to_initializers(folded.graph)
     return folded
+
+
+def _folded(model, flatten):
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=flatten)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return gs.export_onnx(graph, do_type_check=False)
+
+
+def _undefined_inputs(graph):
+    """Node inputs (of the main graph) that no node, initializer or graph input defines."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    defined |= {o for n in graph.node for o in n.output}
+    return [i for n in graph.node for i in n.input if i not in defined]
 
 
 def _has_foldable_nodes(graph):

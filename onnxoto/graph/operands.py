@@ -24,3 +24,14 @@ def is_value_input(op_type, k):
     """Whether input k of an `op_type` node is a value (not a shape, index, bound or statistic)."""
     excluded = NON_DIFFERENTIABLE_INPUTS.get(op_type, ())
     return excluded != ALL and k not in excluded
+
+
+def node_reads(node):
+    """The names `node` reads: its inputs and whatever its subgraphs (If/Loop/Scan bodies) read,
+    which includes tensors of the outer graph they use without declaring them."""
+    names = [i for i in node.input if i]
+    for attribute in node.attribute:
+        for body in [attribute.g, *attribute.graphs] if attribute.type in (5, 10) else []:  # GRAPH, GRAPHS
+            for inner in body.node:
+                names += node_reads(inner)
+    return names

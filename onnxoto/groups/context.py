@@ -2,6 +2,8 @@
 import numpy as np
 from onnx import helper, numpy_helper
 
+from ..graph.operands import node_reads
+
 MUL, ADD = "mul", "add"  # zero-source roles: MUL zero makes the output zero; every ADD source must be zero
 SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
 
@@ -159,7 +161,7 @@ class NodeContext:
             self.space.pin(d, reason)
 
     def pin_all(self, reason):
-        for tensor in list(self.node.input) + list(self.node.output):
+        for tensor in node_reads(self.node) + list(self.node.output):  # a subgraph's outer reads too
             if tensor:
                 for d in self.dims(tensor):
                     if d is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..graph.operands import is_value_input
+from ..graph.operands import is_value_input, node_reads
 from .build import SINGLE_CHANNEL
 from .cost import model_cost, node_flops
 from .group import ParamSlice, PRODUCER
@@ -113,7 +113,7 @@ class _Graph:
         self.producer = {o: n for n in self.nodes for o in n.output}
         self.readers = {}
         for n in self.nodes:
-            for i in n.input:
+            for i in node_reads(n):
                 self.readers.setdefault(i, []).append(n)
         self.by_name = {_name(n): n for n in self.nodes}
         self.outputs = set(model.output_names)
@@ -126,7 +126,7 @@ class _Graph:
             if node is None or _name(node) in seen:
                 continue
             seen.add(_name(node))
-            stack.extend(i for i in node.input if i)
+            stack.extend(node_reads(node))
         return seen
 
 

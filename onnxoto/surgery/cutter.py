@@ -6,6 +6,7 @@ from onnx import helper, numpy_helper
 from ..errors import ModelError
 from ..graph import infer_shapes
 from ..graph.normalize import drop_unused_initializers
+from ..graph.operands import node_reads
 from ..groups import reduced_shapes, removed_positions
 from .erase import remove_units
 from .shapes import REWRITERS, set_attribute
@@ -175,7 +176,7 @@ def _update_value_info(graph, new_shapes, changed):
 def drop_dead_nodes(graph):
     """Nodes whose outputs nobody reads (shape Concats replaced by per-reader copies)."""
     while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
         alive = [n for n in graph.node if any(o in used for o in n.output)]
         if len(alive) == len(graph.node):
             return

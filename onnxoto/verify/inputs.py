@@ -15,7 +15,7 @@ def random_inputs(model, rng, batch=SYMBOLIC_SIZE):
         if np.issubdtype(dtype, np.integer):
             feeds[name] = rng.integers(0, _index_limit(model, name), size=shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[name] = rng.random(shape) > 0.5
+            feeds[name] = np.asarray(rng.random(shape) > 0.5)  # a scalar input still needs an array
         else:
             feeds[name] = rng.standard_normal(shape).astype(dtype)
     return feeds
