@@ -88,8 +88,13 @@ def verify(model, subsets, seed, json_path):
 @click.option("--lr", type=float, help="Learning rate [sgd 0.01 (0.001 with distillation), adamw 0.001].")
 @click.option("--base", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
               help="Base optimizer whose direction HESSO follows.")
-@click.option("--loss", type=click.Choice(["ce", "mse", "distill"]),
-              help="Default: ce for integer labels, mse for float labels, distill without labels.")
+@click.option("--loss", type=click.Choice(["ce", "mse", "distill", "ce+distill"]),
+              help="Default: ce for integer labels, mse for float labels, distill without labels. ce+distill: "
+                   "cross-entropy plus KL divergence from the original model's softened outputs.")
+@click.option("--distill-weight", type=float, default=1.0, show_default=True,
+              help="ce+distill: factor of the KL term.")
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="ce+distill: softmax temperature of the KL term.")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts a multiple of K.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
@@ -99,13 +104,14 @@ def verify(model, subsets, seed, json_path):
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
-          round_to, device, report_dir, resume_dir, erase, seed):
+          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, seed):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
                            target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                           lr=lr, base=base, loss=loss, round_to=round_to, device=device, seed=seed, erase=erase)
+                           lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
+                           round_to=round_to, device=device, seed=seed, erase=erase)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))

@@ -86,6 +86,28 @@ def test_distillation_prunes_without_labels(tmp_path, name):
     assert result.verified and result.group_sparsity == pytest.approx(0.3, abs=0.05)
 
 
+def test_cross_entropy_plus_distillation_prunes_from_labels_and_the_dense_teacher(fmnist_small, tmp_path):
+    out = tmp_path / "kd.onnx"
+    result = CliRunner().invoke(main, [
+        "prune", os.path.join(DATA, "fmnist_resnet.onnx"), "--data", str(fmnist_small / "fmnist_train.npz"),
+        "--val", str(fmnist_small / "fmnist_test.npz"), "-o", str(out), "--epochs", "2", "--batch-size", "64",
+        "--target-flops", "0.3", "--loss", "ce+distill", "--distill-weight", "2", "--temperature", "3",
+        "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["verified"] and data["pruned"]["flops"] <= 0.7 * data["dense"]["flops"]
+    assert data["metric"] == "accuracy" and 0.0 <= data["pruned"]["metric"] <= 1.0
+    assert all(np.isfinite(record["loss"]) for record in data["history"])
+
+
+def test_cross_entropy_plus_distillation_needs_labels(tmp_path):
+    data = tmp_path / "unlabeled.npz"
+    np.savez(data, x=np.zeros((8, 1, 28, 28), np.uint8))
+    result = CliRunner().invoke(main, ["prune", os.path.join(DATA, "fmnist_resnet.onnx"), "--data", str(data),
+                                       "-o", str(tmp_path / "never.onnx"), "--loss", "ce+distill"])
+    assert result.exit_code == 2 and "needs integer class labels" in result.output, result.output
+
+
 def test_transformer_prunes_heads_and_ffn_width(tmp_path):
     rng = np.random.default_rng(1)
     data = tmp_path / "tokens.npz"

@@ -131,6 +131,68 @@ def test_two_outputs_distill_with_the_sum_of_per_output_mse():
             session.train_step({"x": x}, [t1[:, :1], t2])
 
 
+def log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("opset", [11, 17])  # ReduceSum's axes: an attribute before opset 13, an input from 13
+def test_cross_entropy_plus_distillation_is_ce_plus_weighted_softened_kl(opset):
+    model = conv_bn_net()
+    model.opset_import[0].version = opset
+    x = RNG.standard_normal((16, 1, 6, 6)).astype(np.float32)
+    labels = RNG.integers(0, 4, 16)
+    logits = run(model, {"x": x})[0].astype(np.float64)
+    teacher = (logits + RNG.standard_normal(logits.shape)).astype(np.float32)
+    spec = loss_for(model, "cross_entropy+distill", weights=[0.7], temperature=3.0)
+    assert spec.targets == ("labels", "y_teacher")
+    ce = -log_softmax(logits)[np.arange(16), labels].mean()
+    soft_teacher, soft_student = log_softmax(teacher / 3.0), log_softmax(logits / 3.0)
+    kl = 9.0 * (np.exp(soft_teacher) * (soft_teacher - soft_student)).sum(axis=1).mean()
+    with TrainingSession(model, spec) as session:
+        assert session.train_step({"x": x}, [labels, teacher]) == pytest.approx(ce + 0.7 * kl, rel=1e-5)
+        assert session.eval_loss({"x": x}, [labels, logits.astype(np.float32)]) == pytest.approx(ce, rel=1e-5)
+        np.testing.assert_allclose(session.eval_outputs({"x": x})["y"], logits, rtol=1e-5, atol=1e-5)
+        with pytest.raises(DataError, match="2 target arrays"):
+            session.train_step({"x": x}, labels)
+
+
+def test_cross_entropy_plus_distillation_gradients_match_finite_differences():
+    rng = np.random.default_rng(1)
+    model = conv_bn_net()
+    x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
+    target = [rng.integers(0, 4, 8), 3.0 * rng.standard_normal((8, 4)).astype(np.float32)]
+    with TrainingSession(model, loss_for(model, "cross_entropy+distill", weights=[2.0], temperature=2.0)) as session:
+        session.train_step({"x": x}, target)
+        grads = {name: g.copy() for name, g in session.grads.items()}
+        eps = 1e-2
+        # the loss is smooth in the classifier's parameters; behind the ReLU, kinks blur the estimate a little
+        for name, tolerance in (("fc.w", 2e-3), ("fc.b", 2e-3), ("conv.w", 3e-2)):
+            param, scale = session.params[name], float(np.abs(grads[name]).max())
+            for index in list(np.ndindex(param.shape))[:4]:
+                saved = float(param[index])
+                param[index] = saved + eps
+                up = session.eval_loss({"x": x}, target)
+                param[index] = saved - eps
+                down = session.eval_loss({"x": x}, target)
+                param[index] = saved
+                estimate = (up - down) / (2 * eps)
+                assert estimate == pytest.approx(grads[name][index], abs=tolerance * scale), (name, index)
+
+
+def test_cross_entropy_plus_distillation_learns_the_labels_near_the_teacher():
+    model = conv_bn_net()
+    x = RNG.standard_normal((32, 1, 6, 6)).astype(np.float32)
+    labels = (x[:, 0, :3].mean(axis=(1, 2)) > 0).astype(np.int64) + 2 * (x[:, 0, 3:].mean(axis=(1, 2)) > 0)
+    teacher = run(model, {"x": x})[0]
+    with TrainingSession(model, loss_for(model, "cross_entropy+distill", weights=[0.5])) as session:
+        first = session.train_step({"x": x}, [labels, teacher])
+        for _ in range(100):
+            sgd(session, 0.1)
+            last = session.train_step({"x": x}, [labels, teacher])
+    assert last < 0.8 * first
+
+
 def test_workdir_is_removed_on_close_unless_given(tmp_path):
     with TrainingSession(mlp(), "mse") as session:
         made = session.workdir

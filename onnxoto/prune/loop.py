@@ -18,11 +18,12 @@ class TrainingStopped(OnnxotoError):
 
 
 def targets_for(batch, session, teacher):
-    """What the loss compares the outputs with: the labels, or the original model's outputs."""
-    if session.loss.kind == "distill":
-        names = [i.name for i in teacher.get_inputs()]
-        return teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
-    return batch[LABELS]
+    """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
+    if session.loss.kind == "cross_entropy":
+        return batch[LABELS]
+    names = [i.name for i in teacher.get_inputs()]
+    outputs = teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
+    return [batch[LABELS], *outputs] if session.loss.kind == "cross_entropy+distill" else outputs
 
 
 def model_inputs(batch, session):

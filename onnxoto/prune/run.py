@@ -61,7 +61,11 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     source, presharded = dist.source_for(data, comm)
     dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
     val_set = load_data(val, dense.proto) if val is not None else None
-    loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels)
+    if options.loss_kind in ("cross_entropy", "cross_entropy+distill") and not (
+            dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
+        raise OptionError(f"--loss {options.loss} needs integer class labels in {data}")
+    loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels, temperature=options.temperature,
+                    weights=[options.distill_weight] if options.loss_kind == "cross_entropy+distill" else None)
     metric = metric_kind(val_set, loss.kind)
     keep_work = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")

@@ -18,7 +18,8 @@ import onnx
 from onnxoto.errors import ModelError, OptionError
 from onnxoto.train.trainable import prepare_for_training, trainable_params, unique_name
 
-LOSS_KINDS = ("cross_entropy", "mse", "distill")
+LOSS_KINDS = ("cross_entropy", "mse", "distill", "cross_entropy+distill")
+DEFAULT_TEMPERATURE = 4.0  # of the distillation term mixed with cross-entropy (Hinton et al.)
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
 _EXTERNAL_DATA_ABOVE = 1 << 30  # bytes; protobuf cannot serialize 2 GiB in one message
@@ -31,7 +32,8 @@ class LossSpec:
     kind: str  # one of LOSS_KINDS
     outputs: tuple[str, ...]
     targets: tuple[str, ...]  # target input names, one per output
-    weights: tuple[float, ...]  # per-output factor of the MSE terms
+    weights: tuple[float, ...]  # per-output factor of the MSE terms; of the KL term with cross-entropy
+    temperature: float = DEFAULT_TEMPERATURE  # cross_entropy+distill: softmax temperature of the KL term
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,13 @@ class Artifacts:
 
 
 def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray | None = None,
-             output: str | None = None, weights: list[float] | None = None) -> LossSpec:
+             output: str | None = None, weights: list[float] | None = None,
+             temperature: float = DEFAULT_TEMPERATURE) -> LossSpec:
     """The loss for `model`: from `kind` if given, else from the labels' dtype (integer: cross-entropy,
-    float: MSE, none: distillation from teacher outputs over every model output)."""
+    float: MSE, none: distillation from teacher outputs over every model output).
+
+    cross_entropy+distill: cross-entropy on the labels plus weights[0] times the KL divergence from the
+    teacher's softened outputs (targets: the labels, then the teacher's logits)."""
     if kind is None:
         kind = "distill" if labels is None else "cross_entropy" if np.issubdtype(labels.dtype, np.integer) else "mse"
     if kind not in LOSS_KINDS:
@@ -64,12 +70,17 @@ def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray
     if kind == "cross_entropy":
         _check_logits(model, outputs[0])
         targets = [unique_name("labels", taken)]
+    elif kind == "cross_entropy+distill":
+        _check_logits(model, outputs[0])
+        targets = [unique_name("labels", taken), unique_name(f"{outputs[0]}_teacher", taken)]
     else:
         targets = [unique_name("target" if kind == "mse" else f"{name}_teacher", taken) for name in outputs]
     weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(outputs):
         raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")
-    return LossSpec(kind, tuple(outputs), tuple(targets), tuple(weights))
+    if temperature <= 0:
+        raise OptionError(f"distillation temperature must be positive, got {temperature}")
+    return LossSpec(kind, tuple(outputs), tuple(targets), tuple(weights), float(temperature))
 
 
 def _check_logits(model: onnx.ModelProto, output: str) -> None:

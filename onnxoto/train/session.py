@@ -135,16 +135,18 @@ class TrainingSession:
             return  # SoftmaxCrossEntropyLoss checks the labels' shape itself
         by_name = dict(zip(self.output_names, outputs))
         targets = [target] if isinstance(target, np.ndarray) else list(target)
+        if self.loss.kind == "cross_entropy+distill":
+            targets = targets[1:]  # after the labels: the teacher's outputs
         for name, array in zip(self.loss.outputs, targets):
             if array.shape != by_name[name].shape:
                 raise DataError(f"target for output {name!r} has shape {array.shape}, the output {by_name[name].shape}")
 
     def _placeholder_targets(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self.loss.kind == "cross_entropy":
-            batch = len(inputs[self.input_names[0]])
-            return [np.zeros(batch, np.int64)]
-        # MSE targets have free dims: an all-ones shape broadcasts against any output.
-        return [np.zeros((1,) * rank, np.float32) for rank in self._target_ranks]
+        labels = []
+        if self.loss.kind in ("cross_entropy", "cross_entropy+distill"):
+            labels = [np.zeros(len(inputs[self.input_names[0]]), np.int64)]
+        # MSE and KL targets have free dims: an all-ones shape broadcasts against any output.
+        return labels + [np.zeros((1,) * rank, np.float32) for rank in self._target_ranks[len(labels):]]
 
     def _refresh_moved_buffers(self) -> None:
         for name, parameter in self._parameters.items():
