@@ -71,3 +71,29 @@ def test_batchnorm_whose_running_stats_outputs_are_used_is_refused():
 
 def test_mlp_params():
     assert trainable_params(mlp()) == ["w1", "b1", "w2", "b2"]
+
+
+def test_an_opset_11_model_with_a_declared_minus_one_trains(tmp_path):
+    """Old paddle2onnx files: opset 11 (Clip's gradient needs LessOrEqual, opset 12) and -1 for the batch."""
+    from onnxoto import graph
+    from onnxoto.train import TrainingSession
+
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((3, 4)).astype(np.float32), "lo": np.array(0.0, np.float32),
+             "hi": np.array(6.0, np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Clip", ["m", "lo", "hi"], ["y"])]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])
+    proto = helper.make_model(helper.make_graph(nodes, "old", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3])],
+                                                [out], [numpy_helper.from_array(v, k) for k, v in inits.items()]),
+                              opset_imports=[helper.make_opsetid("", 11)])
+    proto.ir_version = 6
+    model = graph.from_proto(proto, "old")
+    assert all(isinstance(d, str) for d in (model.shapes["x"][0], model.shapes["y"][0]))  # -1 became a symbol
+    prepared = prepare_for_training(model.proto)
+    assert next(o.version for o in prepared.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert next(o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")) == 11  # ours unchanged
+    x = (rng.standard_normal((8, 3)) * 3).astype(np.float32)
+    with TrainingSession(prepared, "mse", workdir=tmp_path) as session:
+        target = np.clip(x @ (inits["w"] * 0.5), 0, 6).astype(np.float32)
+        first = session.train_step({"x": x}, [target])
+        assert np.isfinite(first) and first > 0 and np.abs(session.grads["w"]).sum() > 0

@@ -16,6 +16,7 @@ def normalize(model, name="model"):
     """Normalize `model` (see module docstring); it is changed in place and returned."""
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
+    _negative_dims_to_symbols(model.graph)
     _drop_pass_through(model.graph)
     model = _fold_constants(model, name)
     _unshare_uniform_initializers(model.graph)
@@ -24,6 +25,16 @@ def normalize(model, name="model"):
     if _name_reshape_outputs(model):
         infer_shapes(model, name)  # let the named sizes flow downstream
     return model
+
+
+def _negative_dims_to_symbols(graph):
+    """A declared size of -1 (old paddle2onnx writes them for the batch) is invalid ONNX that
+    strict shape inference, the gradient builder's included, refuses: make it a named symbol."""
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for k, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.Clear()
+                dim.dim_param = f"{value.name}_dim{k}"
 
 
 def _name_reshape_outputs(model):

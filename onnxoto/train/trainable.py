@@ -72,7 +72,22 @@ def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return model
+    return _at_least_opset(model, GRADIENT_OPSET)
+
+
+# The gradient builder emits its ops at the model's opset; some need 12+ (Clip's gradient has a
+# LessOrEqual). Training graphs of older models are converted up; the model onnxoto writes keeps its opset.
+GRADIENT_OPSET = 13
+
+
+def _at_least_opset(model, opset):
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, opset)
+    except Exception:  # the builder then reports what it cannot do at the old opset
+        return model
 
 
 def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto, taken: set[str]) -> list:
