@@ -17,7 +17,7 @@ from ..surgery import cut
 from ..train import TrainingSession, load_data, loss_for, prepare_for_training, trainable_params
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
-from ..verify.certify import TOLERANCE
+from ..verify.certify import TOLERANCE, scale_floors
 from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions
@@ -84,11 +84,13 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             result.is_root = False
             return result
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
-        erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]  # nested: the outer says it
+        # a branch inside another erased branch goes with it: the outer one is reported
+        erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
         trained_model = graph.Model.from_proto(trained, dense.name)
         pruned = cut(trained_model, analysis.groups, keep, erased)
         # the certificate compares with the trained model itself: this also proves its zeros are exact
-        diff = _verify_on_data(trained, pruned, dataset, options)
+        floors = scale_floors(trained_model, trained_model.output_names)
+        diff = _verify_on_data(trained, pruned, dataset, options, floors)
         if diff > TOLERANCE:
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
@@ -164,7 +166,7 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options):
+def _verify_on_data(trained, pruned, dataset, options, floors):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
@@ -172,7 +174,7 @@ def _verify_on_data(trained, pruned, dataset, options):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds)))
+        worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds), floors))
     return worst
 
 

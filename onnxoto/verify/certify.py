@@ -124,9 +124,13 @@ def compared_tensors(model):
         if node is not None and node.op_type in BOUNDED and _comparable(model, node.input[0]) \
                 and node.input[0] not in extra and node.input[0] not in model.output_names:
             extra.append(node.input[0])
-    floors = [1.0 if name in producers and producers[name].op_type in BOUNDED else 0.0
-              for name in [*model.output_names, *extra]]
-    return extra, floors
+    return extra, scale_floors(model, [*model.output_names, *extra])
+
+
+def scale_floors(model, names):
+    """Per tensor, the least scale it is compared on: 1 for a bounded function's value, else 0."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return [1.0 if name in producers and producers[name].op_type in BOUNDED else 0.0 for name in names]
 
 
 def _comparable(model, name):
