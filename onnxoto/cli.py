@@ -100,7 +100,7 @@ def verify(model, subsets, seed, json_path):
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
 @click.option("--erase", type=float, default=0.0, show_default=True,
-              help="Fraction of erasable branches (residual blocks) to remove whole (OTOv3).")
+              help="Fraction of erasable branches (residual or Concat branches) to remove whole (OTOv3).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,

@@ -29,7 +29,7 @@ class PruneOptions:
     round_to: int = 1  # kept channels per group a multiple of this
     device: str = "cpu"
     seed: int = 0
-    erase: float = 0.0  # fraction of erasable branches (residual blocks) to remove whole
+    erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
     verify_batches: int = 4
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
 
