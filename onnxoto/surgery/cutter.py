@@ -108,6 +108,7 @@ def cut(model, groups, keep, erased=()):
     proto.CopyFrom(model.proto)
     graph = proto.graph
     remove_units(graph, erased)
+    drop_dead_nodes(graph)  # what only the erased branches read (their shape arithmetic) goes first
     _check_nothing_empty(graph, removed, new_shapes)
     _slice_initializers(graph, removed)
     edit = ConstantEditor(graph, removed, model.shapes)
