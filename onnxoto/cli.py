@@ -128,11 +128,13 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
 @click.option("--epochs", type=int, default=8, show_default=True)
 @user_errors
 def demo(report_dir, output, epochs):
-    """Prune the bundled Fashion-MNIST ResNet at 50% group sparsity with HESSO, verify, compare."""
+    """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
+    from the dense model), verify, compare."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     data = DATA
-    options = PruneOptions(target_sparsity=0.5, epochs=epochs, batch_size=64, optimizer="hesso", round_to=8)
+    options = PruneOptions(target_flops=0.5, loss="ce+distill", epochs=epochs, batch_size=64, optimizer="hesso",
+                           round_to=8)
     result = run_prune(os.path.join(data, "fmnist_resnet.onnx"), os.path.join(data, "fmnist_train.npz"), output,
                        val=os.path.join(data, "fmnist_test.npz"), options=options, workdir=report_dir,
                        log=lambda line: click.echo(line, err=True))
