@@ -100,18 +100,21 @@ def verify(model, subsets, seed, json_path):
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
 @click.option("--erase", type=float, default=0.0, show_default=True,
-              help="Fraction of erasable branches (residual or Concat branches) to remove whole (OTOv3).")
+              help="Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).")
+@click.option("--saliency-scope", default="global", show_default=True,
+              help="global: rank all channels in one list; group: each against the mean of its own layer.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
-          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, seed):
+          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, seed):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
                            target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                            lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
-                           round_to=round_to, device=device, seed=seed, erase=erase)
+                           round_to=round_to, device=device, seed=seed, erase=erase,
+                           saliency_scope=saliency_scope)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))

@@ -512,3 +512,20 @@ def test_channels_inside_an_erased_branch_go_with_it_and_count_against_the_budge
     masks, params = run(0.0)
     assert masks["unit"].all() and masks["a:0"].any()  # a channel group alone is never cut whole
     assert int(sum((~m).sum() for k, m in masks.items() if k != "unit")) == 4  # without erasing: 4 channels
+
+
+def test_group_scope_ranks_each_channel_against_its_own_layer():
+    def pruned(scope):
+        params = {"a": np.array([[0.1], [0.2], [0.3], [0.4]], np.float32),
+                  "b": np.array([[10.0], [10.5], [11.0], [30.0]], np.float32)}
+        opt = Hesso(params, [rows_group("a:0", "a", 4), rows_group("b:0", "b", 4)], SGD(lr=0.0), total_steps=4,
+                    target_sparsity=0.25, start_pruning_step=0, pruning_steps=1, pruning_periods=1,
+                    saliency_weights={"magnitude": 1.0}, saliency_scope=scope)
+        opt.step({k: np.zeros_like(v) for k, v in params.items()})
+        return {k: np.flatnonzero(~m).tolist() for k, m in opt.keep_masks().items()}
+
+    assert pruned("global") == {"a:0": [0, 1], "b:0": []}  # the small layer empties first
+    # relative to their layer's mean: a's 0.1 is 0.4 of it, b's 10 is 0.65, a's 0.2 is 0.8
+    assert pruned("group") == {"a:0": [0], "b:0": [0]}
+    with pytest.raises(OptionError):
+        pruned("layer")

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from onnxoto import graph, groups
 from onnxoto.cli import main
+from onnxoto.errors import OptionError
 from onnxoto.prune import PruneOptions, prune
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -127,6 +128,7 @@ def test_transformer_prunes_heads_and_ffn_width(tmp_path):
     (["--data", "{bad_shape}"], "x"),
     (["--data", "{train}", "--target-sparsity", "1.5"], "target-sparsity"),
     (["--data", "{train}", "--epochs", "0"], "epochs"),
+    (["--data", "{train}", "--saliency-scope", "layer"], "saliency-scope"),
 ])
 def test_bad_input_is_one_line_exit_2(fmnist_small, tmp_path, args, message):
     bad = tmp_path / "bad.npz"
@@ -179,3 +181,12 @@ def test_python_api_mirrors_the_command(fmnist_small, tmp_path):
                            log=lambda s: None)
     assert isinstance(result, onnxoto.prune.PruneResult)
     assert result.verified and os.path.exists(result.pruned_model)
+
+
+def test_saliency_scope_reaches_the_optimizer_and_is_checked(fmnist_small, tmp_path):
+    with pytest.raises(OptionError, match="saliency-scope"):
+        PruneOptions(saliency_scope="layer").validate()
+    result = prune(os.path.join(DATA, "fmnist_resnet.onnx"), str(fmnist_small / "fmnist_train.npz"),
+                   str(tmp_path / "group.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=1, batch_size=64, target_sparsity=0.3, saliency_scope="group"))
+    assert result.verified and result.group_sparsity > 0.2

@@ -10,13 +10,17 @@ from .groups import ZigIndex, merge_bands
 from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
 from .select import select
+
+# global: one ranking of raw saliencies, so a layer whose weights are small can be emptied first;
+# group: each ZIG's saliency relative to its group's mean, so every layer keeps its best channels
+SCOPES = ("global", "group")
 from .snapshot import restore_into, save_into
 
 
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None):
+                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope="global"):
         if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
@@ -27,6 +31,9 @@ class Hesso:
         self.erase_fraction = erase_fraction
         if group_divisible:  # copies: the caller's groups are left as they were
             self.groups = [replace(g, divisible=group_divisible) for g in self.groups]
+        if saliency_scope not in SCOPES:
+            raise OptionError(f"saliency scope {saliency_scope!r}: expected one of {', '.join(SCOPES)}")
+        self.saliency_scope = saliency_scope
         unknown = set(saliency_weights or {}) - set(CRITERIA)
         if unknown:
             raise OptionError(f"unknown saliency criteria {sorted(unknown)}; known: {', '.join(CRITERIA)}")
@@ -133,7 +140,11 @@ class Hesso:
         return groups, scores, self.pruned if pruned is None else pruned
 
     def scores(self):
-        return saliency(self.index, self.params, self.directions, self.weights)
+        scores = saliency(self.index, self.params, self.directions, self.weights)
+        if self.saliency_scope == "group":  # each channel against its own layer's mean: pruning spreads out
+            scores = [s / s.mean() if not g.erasable and s.size and s.mean() > 0 else s
+                      for g, s in zip(self.groups, scores)]
+        return scores
 
     def _budget(self, period):
         """(budget, cost per ZIG or None) over channel groups, reached cumulatively by the end of `period`."""

@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 
 from ..errors import OptionError
+from ..optim.hesso import SCOPES
 
 OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
 BASES = ("sgd", "adamw")
@@ -30,12 +31,15 @@ class PruneOptions:
     device: str = "cpu"
     seed: int = 0
     erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
+    saliency_scope: str = "global"  # rank channels globally, or each against its own layer ("group")
     verify_batches: int = 4
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
 
     def validate(self):
         if self.optimizer not in OPTIMIZERS:
             raise OptionError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.saliency_scope not in SCOPES:
+            raise OptionError(f"--saliency-scope {self.saliency_scope!r}: expected one of {', '.join(SCOPES)}")
         if self.base not in BASES:
             raise OptionError(f"--base {self.base!r}: expected one of {', '.join(BASES)}")
         if self.loss is not None and self.loss not in LOSSES:

@@ -129,7 +129,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         lr = options.learning_rate(loss.kind)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
-                      total_flops=analysis.flops, erase_fraction=options.erase,
+                      total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
                       flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
