@@ -47,6 +47,16 @@ def test_batchnorm_becomes_an_affine_op_over_frozen_stats_with_the_same_outputs(
     np.testing.assert_allclose(run(prepared, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
+def test_batchnorm_is_made_affine_without_value_info_too():
+    # a model read with plain onnx.load has no value_info: BatchNorm must not stay (it would train on batch stats)
+    model = conv_bn_net()
+    del model.graph.value_info[:]
+    prepared = prepare_for_training(model)
+    assert "BatchNormalization" not in [n.op_type for n in prepared.graph.node]
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(prepared, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
 def test_training_mode_batchnorm_is_put_back_into_inference_mode():
     model = conv_bn_net()
     bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")

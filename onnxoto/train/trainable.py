@@ -6,7 +6,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxoto.errors import ModelError
-from onnxoto.graph.normalize import FLOAT_TYPES
+from onnxoto.graph.normalize import FLOAT_TYPES, infer_shapes
 from onnxoto.graph.operands import ALL, NON_DIFFERENTIABLE_INPUTS
 
 
@@ -58,21 +58,29 @@ def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
     model = copy.deepcopy(model)
     taken = {name for node in model.graph.node for name in [*node.input, *node.output]}
     taken |= {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*model.graph.value_info, *model.graph.input]
-             if v.type.tensor_type.HasField("shape")}
+    ranks = _ranks(model)
+    if any(n.op_type == "BatchNormalization" and n.input[0] not in ranks for n in model.graph.node):
+        infer_shapes(model)  # a model read with plain onnx.load carries no value_info
+        ranks = _ranks(model)
     nodes = []
     for node in model.graph.node:
         if node.op_type == "LayerNormalization":
             _add_layernorm_outputs(node, taken)
         elif node.op_type == "BatchNormalization":
             _to_inference_batchnorm(node, model.graph)
-            if node.input[0] in ranks:
-                nodes += _batchnorm_as_affine(node, ranks[node.input[0]], model.graph, taken)
-                continue
+            if node.input[0] not in ranks:  # left as is, it would train on batch statistics
+                raise ModelError(f"BatchNormalization '{node.name}': the rank of its input is unknown")
+            nodes += _batchnorm_as_affine(node, ranks[node.input[0]], model.graph, taken)
+            continue
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return _at_least_opset(model, GRADIENT_OPSET)
+
+
+def _ranks(model):
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in [*model.graph.value_info, *model.graph.input]
+            if v.type.tensor_type.HasField("shape")}
 
 
 # The gradient builder emits its ops at the model's opset; some need 12+ (Clip's gradient has a
