@@ -81,13 +81,8 @@ def test_gradients_match_finite_differences_and_do_not_accumulate():
         for name, param in session.params.items():
             scale = float(np.abs(grads[name]).max())
             for index in list(np.ndindex(param.shape))[:6]:
-                saved = float(param[index])
-                param[index] = saved + eps
-                up = session.eval_loss({"x": x}, target)
-                param[index] = saved - eps
-                down = session.eval_loss({"x": x}, target)
-                param[index] = saved
-                assert (up - down) / (2 * eps) == pytest.approx(grads[name][index], abs=1e-3 * scale), (name, index)
+                estimate = central_difference(session, {"x": x}, target, param, index, eps)
+                assert estimate == pytest.approx(grads[name][index], abs=1e-3 * scale), (name, index)
 
 
 def test_gradient_buffers_stay_put_across_batch_sizes():
@@ -170,13 +165,7 @@ def test_cross_entropy_plus_distillation_gradients_match_finite_differences():
         for name, tolerance in (("fc.w", 2e-3), ("fc.b", 2e-3), ("conv.w", 3e-2)):
             param, scale = session.params[name], float(np.abs(grads[name]).max())
             for index in list(np.ndindex(param.shape))[:4]:
-                saved = float(param[index])
-                param[index] = saved + eps
-                up = session.eval_loss({"x": x}, target)
-                param[index] = saved - eps
-                down = session.eval_loss({"x": x}, target)
-                param[index] = saved
-                estimate = (up - down) / (2 * eps)
+                estimate = central_difference(session, {"x": x}, target, param, index, eps)
                 assert estimate == pytest.approx(grads[name][index], abs=tolerance * scale), (name, index)
 
 
@@ -267,3 +256,14 @@ def test_the_sgd_optimizer_graph_can_be_built_too(tmp_path):
     artifacts = build_artifacts(mlp(), loss_for(mlp(), "mse"), tmp_path, optimizer=True)
     assert artifacts.optimizer_model.exists() and artifacts.checkpoint.exists()
     assert onnx.load(artifacts.optimizer_model).ir_version <= 10
+
+
+def central_difference(session, feeds, target, param, index, eps):
+    """d loss / d param[index] by a central difference, the parameter restored afterwards."""
+    saved = float(param[index])
+    param[index] = saved + eps
+    up = session.eval_loss(feeds, target)
+    param[index] = saved - eps
+    down = session.eval_loss(feeds, target)
+    param[index] = saved
+    return (up - down) / (2 * eps)
