@@ -159,11 +159,12 @@ def _fold_constants(model, name):
         _constant_nodes_to_initializers(model.graph)
         return model
     try:
-        folded = _folded(infer_shapes(model, name), flatten=True)
+        inferred = infer_shapes(model, name)
+        folded = _folded(inferred, flatten=True)
         if _undefined_inputs(folded.graph):
             # onnx-graphsurgeon 0.6 flattening an If whose branch ends in a nested multi-output If loses
             # outputs (silero VAD): then Ifs stay as they are
-            folded = _folded(infer_shapes(model, name), flatten=False)
+            folded = _folded(inferred, flatten=False)
     except ModelError:
         raise
     except Exception as exc:

@@ -10,7 +10,7 @@ def _numel(shape):
     return int(np.prod([d if isinstance(d, int) else 1 for d in shape])) if shape else 1
 
 
-def _attr(node, name, default):
+def attribute(node, name, default):
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -29,7 +29,7 @@ def _conv_transpose(node, shape):
 
 def _gemm(node, shape):
     a = shape(node.input[0])
-    k = a[0] if _attr(node, "transA", 0) else a[1]
+    k = a[0] if attribute(node, "transA", 0) else a[1]
     return _numel(shape(node.output[0])) * (k if isinstance(k, int) else 1)
 
 

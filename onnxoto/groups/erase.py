@@ -11,11 +11,10 @@ back to the point where that input branches off the others.
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from ..graph.operands import is_value_input, node_reads
 from .build import SINGLE_CHANNEL
-from .cost import model_cost, node_flops
+from .cost import attribute, model_cost, node_flops
 from .group import ParamSlice, PRODUCER
 from .masks import reduced_shapes
 
@@ -181,7 +180,7 @@ def _attach_segment(unit, join, k, graph, model, groups):
     whole = model.shapes.get(join.output[0])
     if not whole:
         return False
-    axis = _attr(join, "axis", 0) % len(whole)
+    axis = attribute(join, "axis", 0) % len(whole)
     sizes = [(model.shapes.get(i) or (None,) * len(whole))[axis] for i in join.input]
     if not all(isinstance(s, int) for s in sizes):
         return False
@@ -218,10 +217,6 @@ def _attach_segment(unit, join, k, graph, model, groups):
                         for (name, axis), parts in sorted(zero.items())]
     unit.removed = {key: np.unique(np.concatenate(parts)) for key, parts in removed.items()}
     return True
-
-
-def _attr(node, name, default):
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _count_cost(unit, graph, model):

@@ -10,11 +10,11 @@ from .groups import ZigIndex, merge_bands
 from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
 from .select import select
+from .snapshot import restore_into, save_into
 
 # global: one ranking of raw saliencies, so a layer whose weights are small can be emptied first;
 # group: each ZIG's saliency relative to its group's mean, so every layer keeps its best channels
 SCOPES = ("global", "group")
-from .snapshot import restore_into, save_into
 
 
 class Hesso:

@@ -137,7 +137,7 @@ def _merge(*removals):
 
 def _check_nothing_empty(graph, removed, new_shapes):
     """A cut that would leave a live tensor without channels removes an operator: erasing's job."""
-    live = {i for n in graph.node for i in n.input} | {o for n in graph.node for o in n.output}
+    live = {i for n in graph.node for i in node_reads(n)} | {o for n in graph.node for o in n.output}
     for tensor, axis in removed:
         shape = new_shapes.get(tensor)
         if tensor in live and shape is not None and shape[axis] == 0:
@@ -187,8 +187,6 @@ def drop_dead_nodes(graph):
 
 def zero_out(model, groups, keep):
     """The trained-then-zeroed model M0: producer slices of removed ZIGs set to 0, nothing cut."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
     zeroed = {}
     for g in groups:
         mask = keep.get(g.id)
@@ -196,12 +194,29 @@ def zero_out(model, groups, keep):
             continue
         for s in g.producers:
             zeroed.setdefault(s.name, []).append((s.axis, s.index[~mask].ravel()))
-    for k, init in enumerate(proto.graph.initializer):
+    return _with_zeros(model.proto, zeroed)
+
+
+def zero_units(proto, units):
+    """M0 for erasure: every parameter of the units set to zero (and, for a Concat branch, what makes
+    its channels zero downstream)."""
+    zeroed = {p: [(0, slice(None))] for u in units for p in u.params}
+    for u in units:
+        for s in u.zero_slices:
+            zeroed.setdefault(s.name, []).append((s.axis, s.index.ravel()))
+    return _with_zeros(proto, zeroed)
+
+
+def _with_zeros(proto, zeroed):
+    """A copy of `proto` whose initializers are zero at zeroed[name]: [(axis, positions)]."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for k, init in enumerate(out.graph.initializer):
         if init.name in zeroed:
             array = numpy_helper.to_array(init).copy()
             for axis, positions in zeroed[init.name]:
                 index = [slice(None)] * array.ndim
                 index[axis] = positions
                 array[tuple(index)] = 0
-            proto.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
-    return proto
+            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
+    return out

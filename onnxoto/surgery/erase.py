@@ -1,7 +1,6 @@
 """Erase whole branches (OTOv3): their nodes go; an Add join passes its other input through, a
 Concat join loses the branch's segment (the cutter removes its channels downstream)."""
-import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from ..errors import ModelError
 
@@ -53,26 +52,3 @@ def _drop_segments(concat, branch_outputs):
     del concat.input[:]
     concat.input.extend(inputs)
 
-
-def zero_units(proto, units):
-    """M0 for erasure: every parameter of the units set to zero (and, for a Concat branch, what makes
-    its channels zero downstream)."""
-    whole = {p for u in units for p in u.params}
-    parts = {}
-    for u in units:
-        for s in u.zero_slices:
-            parts.setdefault(s.name, []).append((s.axis, s.index.ravel()))
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for k, init in enumerate(out.graph.initializer):
-        if init.name not in whole and init.name not in parts:
-            continue
-        array = numpy_helper.to_array(init).copy()
-        if init.name in whole:
-            array[...] = 0
-        for axis, positions in parts.get(init.name, ()):
-            index = [slice(None)] * array.ndim
-            index[axis] = positions
-            array[tuple(index)] = 0
-        out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
-    return out
