@@ -103,10 +103,14 @@ def verify(model, subsets, seed, json_path):
               help="Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).")
 @click.option("--saliency-scope", default="global", show_default=True,
               help="global: rank all channels in one list; group: each against the mean of its own layer.")
+@click.option("--batchnorm", type=click.Choice(["batch", "frozen"]),
+              help="BatchNorm in training: batch statistics, running ones recalibrated after (default in one "
+                   "process), or frozen running statistics (default on several ranks).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
-          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, seed):
+          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, batchnorm,
+          seed):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
@@ -114,7 +118,7 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
                            target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                            lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
                            round_to=round_to, device=device, seed=seed, erase=erase,
-                           saliency_scope=saliency_scope)
+                           saliency_scope=saliency_scope, batchnorm=batchnorm)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))

@@ -137,8 +137,9 @@ DRIVER = textwrap.dedent('''
         return real_step(*a, **k)
 
     loop.train_step = step
+    # BatchNorm frozen in both: on batch statistics each rank would normalize by its own rows
     options = PruneOptions(epochs=args["epochs"], batch_size=args["batch"], seed=3, optimizer=args["optimizer"],
-                           verify_batches=1)
+                           verify_batches=1, batchnorm="frozen")
     try:
         result = prune(args["model"], args["data"], args["output"], options=options, workdir=args["workdir"],
                        resume=args.get("resume", False), log=lambda line: None)

@@ -529,3 +529,19 @@ def test_group_scope_ranks_each_channel_against_its_own_layer():
     assert pruned("group") == {"a:0": [0], "b:0": [0]}
     with pytest.raises(OptionError):
         pruned("layer")
+
+
+def test_a_block_wider_than_one_periods_share_is_taken_when_the_run_can_afford_it():
+    # "a": 8 weak channels costing 10 each, pruned 4 at a time (40 = 40% of FLOPs, 4x one period's 10%);
+    # "b": 8 strong ones costing 1. Half the FLOPs must go: the weak block, not all of b.
+    rng = np.random.default_rng(5)
+    params = {"a": 0.1 * rng.standard_normal((8, 4)).astype(np.float32),
+              "b": 10 + rng.standard_normal((8, 4)).astype(np.float32)}
+    groups = [rows_group("a", "a", 8, divisible=4, flops=10.0), rows_group("b", "b", 8, flops=1.0)]
+    opt = Hesso(params, groups, SGD(lr=0.0), total_steps=40, target_flops=0.5, total_flops=88.0,
+                start_pruning_step=0, pruning_steps=20, pruning_periods=10, saliency_weights={"magnitude": 1.0})
+    for _ in range(40):
+        opt.step({k: np.zeros_like(v) for k, v in params.items()})
+    masks = opt.keep_masks()
+    assert (~masks["a"]).sum() == 4  # taken in the first period, though it overshoots that period's share
+    assert (~masks["b"]).sum() == 4  # the rest of the budget: 40 + 4 >= 44

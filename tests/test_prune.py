@@ -190,3 +190,43 @@ def test_saliency_scope_reaches_the_optimizer_and_is_checked(fmnist_small, tmp_p
                    str(tmp_path / "group.onnx"), log=lambda s: None,
                    options=PruneOptions(epochs=1, batch_size=64, target_sparsity=0.3, saliency_scope="group"))
     assert result.verified and result.group_sparsity > 0.2
+
+
+def test_batchnorm_modes_write_statistics_that_match_the_weights(fmnist_small, tmp_path):
+    """On batch statistics the written model's running statistics are its own data's (recalibrated);
+    frozen, they stay the dense model's, which the weights were trained against."""
+    from onnxoto.train import load_data, recalibrate_batchnorm
+
+    train = str(fmnist_small / "fmnist_train.npz")
+    dense = onnx.load(os.path.join(DATA, "fmnist_resnet.onnx"))
+    written = {}
+    for mode in ("batch", "frozen"):
+        out = tmp_path / f"{mode}.onnx"
+        result = prune(os.path.join(DATA, "fmnist_resnet.onnx"), train, str(out), log=lambda s: None,
+                       options=PruneOptions(epochs=1, batch_size=64, target_sparsity=0.3, batchnorm=mode))
+        assert result.verified
+        written[mode] = onnx.load(out)
+    model = written["batch"]
+    again = recalibrate_batchnorm(model, load_data(train, model), batches=100, batch_size=64)
+    stats = [n.input[k] for n in model.graph.node if n.op_type == "BatchNormalization" for k in (3, 4)]
+    mine, theirs = weights_of_proto(model), weights_of_proto(again)
+    for name in stats:
+        np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    # frozen: every kept channel's statistics are the dense model's
+    frozen, original = weights_of_proto(written["frozen"]), weights_of_proto(dense)
+    changed = [name for name in stats if not np.isin(frozen[name], original[name]).all()]
+    assert not changed
+    assert any(not np.isin(mine[name], original[name]).all() for name in stats)
+
+
+def test_batch_statistics_need_one_process():
+    assert PruneOptions().batchnorm_mode(1) == "batch"
+    assert PruneOptions().batchnorm_mode(2) == "frozen"
+    with pytest.raises(OptionError, match="--batchnorm batch runs in one process"):
+        PruneOptions(batchnorm="batch").batchnorm_mode(2)
+    with pytest.raises(OptionError, match="--batchnorm"):
+        PruneOptions(batchnorm="train").validate()
+
+
+def weights_of_proto(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

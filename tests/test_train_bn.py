@@ -33,6 +33,37 @@ def test_shared_running_stats_initializer_gets_a_copy_per_batchnorm():
     assert bn.input[3] != "conv.b"
 
 
+def test_each_layer_is_measured_behind_recalibrated_layers_not_stale_ones():
+    # conv -> bn1 -> relu -> conv2 -> bn2, both with wrong statistics: bn2's must be those of conv2's output
+    # while bn1 normalizes by the data's statistics (in training, by the batch's: here one batch is all of it)
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = conv_bn_net()
+    rng = np.random.default_rng(2)
+    graph = model.graph
+    relu = next(n for n in graph.node if n.op_type == "Relu")
+    later = [n for n in graph.node if n.op_type in ("GlobalAveragePool", "Reshape", "Gemm")]
+    for node in later:
+        graph.node.remove(node)
+    graph.node.extend([helper.make_node("Conv", ["r", "conv2.w"], ["c2"], pads=[1, 1, 1, 1]),
+                       helper.make_node("BatchNormalization", ["c2", "bn.scale", "bn.bias", "bn2.mean", "bn2.var"],
+                                        ["y"])])
+    graph.initializer.extend([numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("conv2.w", rng.standard_normal((6, 6, 3, 3)) * 0.3), ("bn2.mean", rng.standard_normal(6)),
+        ("bn2.var", rng.uniform(0.5, 2, 6)))])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    assert relu.output[0] == "r"
+    x = rng.standard_normal((40, 1, 6, 6)).astype(np.float32) * 2 + 1
+    data = check_dataset({"x": x}, model)
+    fixed = recalibrate_batchnorm(model, data, batches=None, batch_size=len(x))
+    conv2_out = run(model_with_output(fixed, "c2"), {"x": x})[-1]  # behind bn1's new statistics
+    np.testing.assert_allclose(initializer(fixed, "bn2.mean"), conv2_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(initializer(fixed, "bn2.var"), conv2_out.var(axis=(0, 2, 3)), rtol=1e-4)
+    stale = run(model_with_output(model, "c2"), {"x": x})[-1]  # what measuring through bn1's old statistics gives
+    assert not np.allclose(initializer(fixed, "bn2.var"), stale.var(axis=(0, 2, 3)), rtol=1e-2)
+
+
 def model_with_output(model, name):
     from onnx import TensorProto, helper
 

@@ -267,3 +267,23 @@ def central_difference(session, feeds, target, param, index, eps):
     down = session.eval_loss(feeds, target)
     param[index] = saved
     return (up - down) / (2 * eps)
+
+
+@pytest.mark.parametrize("batchnorm", ["batch", "frozen"])
+def test_batchnorm_trains_on_batch_statistics_or_on_the_frozen_running_ones(batchnorm):
+    from onnxoto.train import recalibrate_batchnorm
+    from onnxoto.train.data import check_dataset
+
+    model = conv_bn_net()  # its running statistics are far from this batch's
+    x = RNG.standard_normal((16, 1, 6, 6)).astype(np.float32) * 3 + 1
+    labels = np.arange(16, dtype=np.int64) % 4
+    # the model that normalizes by this batch's own statistics: running ones set to them
+    on_batch = recalibrate_batchnorm(model, check_dataset({"x": x}, model), batches=None, batch_size=len(x))
+    expected = {"batch": on_batch, "frozen": model}[batchnorm]
+    logits = run(expected, {"x": x})[0].astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    cross_entropy = float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(16), labels]))
+    with TrainingSession(model, loss_for(model, labels=labels), batchnorm=batchnorm) as session:
+        assert session.train_step({"x": x}, labels) == pytest.approx(cross_entropy, rel=1e-5)
+        # eval mode reads the running statistics either way
+        np.testing.assert_allclose(session.eval_outputs({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)

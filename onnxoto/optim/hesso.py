@@ -121,7 +121,8 @@ class Hesso:
 
     def _select_channels(self, period, subset):
         budget, cost = self._budget(period)
-        new = select(*subset, budget, cost)
+        limit = self._budget(self.schedule.periods - 1)[0]
+        new = select(*subset, budget, cost, limit)
         if self.target_flops is None or self.flops_fn is None:
             return new
         goal = self.target_flops * (period + 1) / self.schedule.periods
@@ -130,8 +131,9 @@ class Hesso:
             removed = 1.0 - self.flops_fn(keep) / self.total_flops
             if removed >= goal or removed <= 0:
                 break
-            budget *= min(2.0, goal / removed)
-            new = select(*subset, budget, cost)
+            factor = min(2.0, goal / removed)
+            budget, limit = budget * factor, limit * factor
+            new = select(*subset, budget, cost, limit)
         return new
 
     def _subset(self, which, scores, pruned=None):

@@ -22,9 +22,14 @@ def blocks(group, score, pruned):
     return out
 
 
-def select(groups, scores, pruned, budget, cost=None):
+def select(groups, scores, pruned, budget, cost=None, limit=None):
     """New ZIGs to prune so the pruned total reaches `budget` (a ZIG count, or cost units when `cost`
-    gives each group's cost per ZIG). Returns per group a bool array of newly selected ZIGs."""
+    gives each group's cost per ZIG). Returns per group a bool array of newly selected ZIGs.
+
+    `limit` (default `budget`): what the whole run will spend. A wide block may overshoot `budget` but
+    not overshoot `limit` by more than it helps: a block larger than one period's share of the
+    budget is taken early rather than never."""
+    limit = budget if limit is None else limit
     unit = [1.0] * len(groups) if cost is None else list(cost)
     spent = sum(float(p.sum()) * u for p, u in zip(pruned, unit))
     candidates = [(mean, k, block) for k, g in enumerate(groups) for mean, block in blocks(g, scores[k], pruned[k])]
@@ -41,8 +46,8 @@ def select(groups, scores, pruned, budget, cost=None):
         price = len(block) * unit[k]
         if price == 0:
             continue  # outside this budget
-        if len(block) > 1 and spent + price - budget > budget - spent:
-            continue  # a wide block that would overshoot more than it helps
+        if len(block) > 1 and spent + price - limit > limit - spent:
+            continue  # a wide block that would overshoot the run's budget more than it helps
         new[k][block] = True
         spent += price
     return new

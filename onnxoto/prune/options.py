@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 from ..errors import OptionError
 from ..optim.hesso import SCOPES
+from ..train.trainable import BATCHNORM_MODES
 
 OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
 BASES = ("sgd", "adamw")
@@ -32,6 +33,7 @@ class PruneOptions:
     seed: int = 0
     erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
     saliency_scope: str = "global"  # rank channels globally, or each against its own layer ("group")
+    batchnorm: str | None = None  # "batch" or "frozen" statistics in training; None: batch in one process
     verify_batches: int = 4
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
 
@@ -40,6 +42,8 @@ class PruneOptions:
             raise OptionError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.saliency_scope not in SCOPES:
             raise OptionError(f"--saliency-scope {self.saliency_scope!r}: expected one of {', '.join(SCOPES)}")
+        if self.batchnorm is not None and self.batchnorm not in BATCHNORM_MODES:
+            raise OptionError(f"--batchnorm {self.batchnorm!r}: expected one of {', '.join(BATCHNORM_MODES)}")
         if self.base not in BASES:
             raise OptionError(f"--base {self.base!r}: expected one of {', '.join(BASES)}")
         if self.loss is not None and self.loss not in LOSSES:
@@ -70,6 +74,14 @@ class PruneOptions:
         if self.base == "sgd" and loss_kind in ("distill", "cross_entropy+distill"):
             return DISTILL_SGD_LR if loss_kind == "distill" else CE_DISTILL_SGD_LR
         return DEFAULT_LR[self.base]
+
+    def batchnorm_mode(self, ranks):
+        """How BatchNorm trains: on batch statistics in one process; several ranks would each normalize
+        by their own part of the batch and compute something else than one process, so they freeze it."""
+        if self.batchnorm == "batch" and ranks > 1:
+            raise OptionError(f"--batchnorm batch runs in one process (here {ranks} ranks): "
+                              "use --batchnorm frozen")
+        return self.batchnorm or ("batch" if ranks == 1 else "frozen")
 
     @property
     def loss_kind(self):

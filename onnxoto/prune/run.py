@@ -14,7 +14,7 @@ from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
-from ..train import TrainingSession, load_data, loss_for, prepare_for_training, trainable_params
+from ..train import TrainingSession, load_data, loss_for, prepare_for_training, recalibrate_batchnorm, trainable_params
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
@@ -24,6 +24,8 @@ from .options import PruneOptions
 from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
+RECALIBRATION_BATCHES = 100  # BatchNorm statistics of the written model: 6,400 samples at batch 64
+VAL_RECALIBRATION_BATCHES = 20  # those of the epochs' validation metric: cheaper, close enough to compare epochs
 
 
 @dataclass
@@ -75,8 +77,6 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
                                        val_set, metric)
-        # BatchNorm trained as a frozen affine op (train.prepare_for_training): its running statistics are
-        # exactly those the weights were trained against, so they are not recalibrated.
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
@@ -112,8 +112,9 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
 
 def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
     """Returns (trained ModelProto, optimizer, history)."""
+    batchnorm = options.batchnorm_mode(comm.size)
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
-    prepared, param_map = to_trainable(prepare_for_training(dense.proto))
+    prepared, param_map = to_trainable(prepare_for_training(dense.proto, batchnorm))
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
@@ -125,7 +126,10 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     zig_groups = in_training_layout(zig_groups, param_map)
     steps = options.epochs * -(-len(dataset) // options.batch_size)
     with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
-                         requires_grad=param_map.training_params(trainable), model_name=dense.name) as session:
+                         requires_grad=param_map.training_params(trainable), model_name=dense.name,
+                         batchnorm=batchnorm) as session:
+        export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
+                                                               options.batch_size, batchnorm, batches)
         lr = options.learning_rate(loss.kind)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
@@ -135,16 +139,30 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
             probe = next(dataset.batches(options.batch_size))
             probe_target = targets_for(probe, session, teacher)
             rows = len(probe[session.input_names[0]])  # CRIC's loss: the probe batch's, over all ranks
-            kwargs["loss_fn"] = lambda: comm.mean(session.eval_loss(model_inputs(probe, session), probe_target),
-                                                  weight=rows)
+            # on batch statistics, the loss training sees is the training graph's (the gradients it also
+            # computes are not read: the step that asks for this loss has applied its own already)
+            measure = session.train_step if batchnorm == "batch" else session.eval_loss
+            kwargs["loss_fn"] = lambda: comm.mean(measure(model_inputs(probe, session), probe_target), weight=rows)
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
         on_epoch = None
         if val_set is not None and comm.is_root:
-            on_epoch = lambda: {"val_metric": evaluate(training_model(session), val_set, metric,  # noqa: E731
+            # eval mode normalizes by the running statistics: on batch statistics they are stale until recalibrated
+            current = (lambda: training_model(session)) if batchnorm == "frozen" else (  # noqa: E731
+                lambda: session_model(measure_session(export(VAL_RECALIBRATION_BATCHES))))
+            on_epoch = lambda: {"val_metric": evaluate(current(), val_set, metric,  # noqa: E731
                                                        session_model(teacher))}
         history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
-        trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
+        trained = export()
     return trained, opt, history
+
+
+def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
+    """The dense graph with the session's weights; trained on batch statistics, BatchNorm's running
+    statistics are then recalibrated on `batches` batches of the training data."""
+    trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
+    if batchnorm == "batch":
+        trained = recalibrate_batchnorm(trained, dataset, batches=batches, batch_size=batch_size)
+    return trained
 
 
 def _with_weights(proto, weights):

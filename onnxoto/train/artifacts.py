@@ -92,15 +92,16 @@ def _check_logits(model: onnx.ModelProto, output: str) -> None:
 
 def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.PathLike,
                     requires_grad: list[str] | None = None, model_name: str | None = None,
-                    optimizer: bool = False, timeout: float | None = None) -> Artifacts:
+                    optimizer: bool = False, timeout: float | None = None, batchnorm: str = "frozen") -> Artifacts:
     """Write training_model.onnx, eval_model.onnx and checkpoint (and optimizer_model.onnx, an SGD
-    graph we never run, if `optimizer`) into `directory`, building them in a child process."""
+    graph we never run, if `optimizer`) into `directory`, building them in a child process.
+    `batchnorm`: how BatchNormalization trains (trainable.BATCHNORM_MODES)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = model_name or model.graph.name or "model"
     # On the original graph: the affine form of BatchNorm makes running stats look differentiable.
     requires_grad = trainable_params(model) if requires_grad is None else list(requires_grad)
-    prepared = prepare_for_training(model)
+    prepared = prepare_for_training(model, batchnorm)
     if not requires_grad:
         raise ModelError(f"cannot build a training graph for {name}: it has no trainable parameters")
     big = prepared.ByteSize() > _EXTERNAL_DATA_ABOVE

@@ -1,4 +1,5 @@
-"""Recalibrate BatchNormalization running statistics on training data (they go stale in training)."""
+"""Recalibrate BatchNormalization running statistics on training data (training on batch statistics
+leaves them stale)."""
 import copy
 
 import numpy as np
@@ -6,18 +7,23 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxoto.train.data import Dataset
+from onnxoto.train.trainable import unique_name
 
 
 def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int | None = 100,
                           batch_size: int = 64) -> onnx.ModelProto:
     """A copy of `model` whose BatchNormalization running mean/var are the population mean and
-    (biased) variance per channel (axis 1) of each BN input over the first `batches` batches."""
+    (biased) variance per channel (axis 1) of each BN input over the first `batches` batches.
+
+    The inputs are measured with every BatchNorm normalizing by its batch's statistics, as in
+    training: measured through the old running statistics, a layer's input would depend on the
+    stale statistics of the layers before it."""
     import onnxruntime
 
     bn_nodes = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
     if not bn_nodes:
         return model
-    probe = _with_outputs(model, [node.input[0] for node in bn_nodes])
+    probe = _in_training_mode(_with_outputs(model, [node.input[0] for node in bn_nodes]))
     session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     feed_names = [i.name for i in session.get_inputs()]
     wanted = [node.input[0] for node in bn_nodes]
@@ -51,6 +57,26 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         if name not in existing:
             probe.graph.output.append(typed.get(name) or helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return probe
+
+
+def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
+    """Every BatchNormalization normalizes by batch statistics (training_mode=1, opset >= 14); the
+    running statistics outputs it then needs are left unread."""
+    if _opset(probe) < 14:
+        probe = onnx.version_converter.convert_version(probe, 14)
+    taken = {name for node in probe.graph.node for name in node.output}
+    for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
+        kept = [a for a in node.attribute if a.name != "training_mode"]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("training_mode", 1)])
+        outputs = [node.output[0]] + [unique_name(f"{node.output[0]}_running_{part}", taken) for part in ("mean", "var")]
+        del node.output[:]
+        node.output.extend(outputs)
+    return probe
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def _set_own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:

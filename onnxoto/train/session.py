@@ -46,7 +46,7 @@ class TrainingSession:
 
     def __init__(self, model: onnx.ModelProto, loss: LossSpec | str | None = None, *,
                  workdir: str | os.PathLike | None = None, device: str = "cpu",
-                 requires_grad: list[str] | None = None, model_name: str | None = None):
+                 requires_grad: list[str] | None = None, model_name: str | None = None, batchnorm: str = "frozen"):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
         self.device = device
@@ -54,7 +54,8 @@ class TrainingSession:
         self.workdir = Path(tempfile.mkdtemp(prefix="onnxoto-train-") if workdir is None else workdir)
         try:
             spec = loss if isinstance(loss, LossSpec) else loss_for(model, kind=loss)
-            self.artifacts: Artifacts = build_artifacts(model, spec, self.workdir, requires_grad, model_name)
+            self.artifacts: Artifacts = build_artifacts(model, spec, self.workdir, requires_grad, model_name,
+                                                          batchnorm=batchnorm)
             self._open()
         except BaseException:
             self.close()

@@ -46,20 +46,29 @@ def trainable_params(model: onnx.ModelProto) -> list[str]:
     return [init.name for init in graph.initializer if init.data_type in FLOAT_TYPES and init.name in live]
 
 
-def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
+# How BatchNormalization trains: "batch" normalizes by each batch's statistics, as the framework
+# trained it (onnxruntime's training graph turns BatchNormalization into BatchNormInternal; the running
+# statistics go stale and are recalibrated after training, train.bn); "frozen" is the affine op
+# x * s + t of inference mode over the stored running statistics, which then stay exact.
+BATCHNORM_MODES = ("batch", "frozen")
+
+
+def prepare_for_training(model: onnx.ModelProto, batchnorm: str = "frozen") -> onnx.ModelProto:
     """A copy of `model` that onnxruntime's gradient builder accepts (the input is not modified).
 
-    LayerNormalization gets its optional Mean and InvStdDev outputs (the builder
-    indexes them). BatchNormalization becomes the affine op it is in inference mode,
-    x * s + t over frozen running statistics: left as BatchNormalization, onnxruntime's
-    training graph turns it into BatchNormInternal, which normalizes with the *batch*
-    statistics in training (measured: train and eval outputs then differ).
+    LayerNormalization gets its optional Mean and InvStdDev outputs (the builder indexes them).
+    BatchNormalization loses its running-statistics outputs and the training_mode attribute; with
+    batchnorm="frozen" it becomes the affine op of inference mode (see BATCHNORM_MODES). In eval
+    mode onnxruntime normalizes by the running statistics either way.
     """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, not {batchnorm!r}")
     model = copy.deepcopy(model)
     taken = {name for node in model.graph.node for name in [*node.input, *node.output]}
     taken |= {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
     ranks = _ranks(model)
-    if any(n.op_type == "BatchNormalization" and n.input[0] not in ranks for n in model.graph.node):
+    if batchnorm == "frozen" and any(n.op_type == "BatchNormalization" and n.input[0] not in ranks
+                                     for n in model.graph.node):
         infer_shapes(model)  # a model read with plain onnx.load carries no value_info
         ranks = _ranks(model)
     nodes = []
@@ -68,6 +77,9 @@ def prepare_for_training(model: onnx.ModelProto) -> onnx.ModelProto:
             _add_layernorm_outputs(node, taken)
         elif node.op_type == "BatchNormalization":
             _to_inference_batchnorm(node, model.graph)
+            if batchnorm == "batch":
+                nodes.append(node)
+                continue
             if node.input[0] not in ranks:  # left as is, it would train on batch statistics
                 raise ModelError(f"BatchNormalization '{node.name}': the rank of its input is unknown")
             nodes += _batchnorm_as_affine(node, ranks[node.input[0]], model.graph, taken)
