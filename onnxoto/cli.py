@@ -101,7 +101,7 @@ def verify(model, subsets, seed, json_path):
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
 @click.option("--erase", type=float, default=0.0, show_default=True,
               help="Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).")
-@click.option("--saliency-scope", default="global", show_default=True,
+@click.option("--saliency-scope", default="group", show_default=True,
               help="global: rank all channels in one list; group: each against the mean of its own layer.")
 @click.option("--batchnorm", type=click.Choice(["batch", "frozen"]),
               help="BatchNorm in training: batch statistics, running ones recalibrated after (default in one "
@@ -140,8 +140,9 @@ def demo(report_dir, output, epochs):
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     data = DATA
-    options = PruneOptions(target_flops=0.5, loss="ce+distill", epochs=epochs, batch_size=64, optimizer="hesso",
-                           round_to=8)
+    # BatchNorm on batch statistics (the default) lets SGD run at 0.02, ten times the safe default of ce+distill
+    options = PruneOptions(target_flops=0.5, loss="ce+distill", lr=0.02, epochs=epochs, batch_size=64,
+                           optimizer="hesso", round_to=8)
     result = run_prune(os.path.join(data, "fmnist_resnet.onnx"), os.path.join(data, "fmnist_train.npz"), output,
                        val=os.path.join(data, "fmnist_test.npz"), options=options, workdir=report_dir,
                        log=lambda line: click.echo(line, err=True))

@@ -187,8 +187,8 @@ def test_saliency_scope_reaches_the_optimizer_and_is_checked(fmnist_small, tmp_p
     with pytest.raises(OptionError, match="saliency-scope"):
         PruneOptions(saliency_scope="layer").validate()
     result = prune(os.path.join(DATA, "fmnist_resnet.onnx"), str(fmnist_small / "fmnist_train.npz"),
-                   str(tmp_path / "group.onnx"), log=lambda s: None,
-                   options=PruneOptions(epochs=1, batch_size=64, target_sparsity=0.3, saliency_scope="group"))
+                   str(tmp_path / "global.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=1, batch_size=64, target_sparsity=0.3, saliency_scope="global"))
     assert result.verified and result.group_sparsity > 0.2
 
 
