@@ -545,3 +545,16 @@ def test_a_block_wider_than_one_periods_share_is_taken_when_the_run_can_afford_i
     masks = opt.keep_masks()
     assert (~masks["a"]).sum() == 4  # taken in the first period, though it overshoots that period's share
     assert (~masks["b"]).sum() == 4  # the rest of the budget: 40 + 4 >= 44
+
+
+def test_widths_follow_the_blocked_convolution_rule():
+    from onnxoto.optim.select import allowed_widths, blocks
+    assert allowed_widths(64, 16) == [48, 32, 16, 8]  # multiples of the block, or narrower than one block
+    assert allowed_widths(16, 16) == [8]
+    assert allowed_widths(20, 8) == [16, 8, 4]
+    assert allowed_widths(5, 1) == [4, 3, 2, 1]
+    score = np.arange(64, 0, -1, dtype=float)  # ZIG 63 is the least salient
+    sizes = [len(b) for _, b in blocks(rows_group("g", "g", 64, divisible=16), score, np.zeros(64, bool))]
+    assert sizes == [16, 16, 16, 8]
+    first = blocks(rows_group("g", "g", 64, divisible=16), score, np.zeros(64, bool))[0][1]
+    assert sorted(first) == list(range(48, 64))

@@ -1,24 +1,31 @@
-"""Which ZIGs to prune: one global ranking by saliency, in blocks that keep each group's width a
-multiple of its `divisible`, never a whole group."""
+"""Which ZIGs to prune: one global ranking by saliency, in blocks that keep each group's width one its
+`divisible` allows, never a whole group."""
 import numpy as np
 
 
-def blocks(group, score, pruned):
-    """(mean score, ZIG indices) of the group's next prunable blocks, least salient first.
+def allowed_widths(n, divisible):
+    """Kept counts below n a group may shrink to, widest first: multiples of `divisible`, and under it
+    multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input widths that are a
+    multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one block."""
+    div = max(1, divisible)
+    half = max(1, div // 2)
+    return [w for w in range(n - 1, 0, -1) if w % div == 0 or (w < div and w % half == 0)]
 
-    The first block trims the kept count to a multiple of `divisible`; later ones are `divisible`
-    wide; at least max(divisible, 1) ZIGs always stay."""
+
+def blocks(group, score, pruned):
+    """(mean score, ZIG indices) of the group's next prunable blocks, least salient first: each block
+    takes the kept count down to the next allowed width; the narrowest allowed width always stays."""
     if group.erasable:
         return [] if pruned.all() else [(float(score[0]), np.array([0]))]
-    div = max(1, group.divisible)
+    if not group.prunable:
+        return []
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
-    kept, start, size = len(live), 0, (len(live) % div) or div
-    out = []
-    while kept - size >= div and group.prunable:
-        block = order[start:start + size]
+    out, start = [], 0
+    for width in allowed_widths(len(live), group.divisible):
+        block = order[start:len(live) - width]
         out.append((float(np.mean(score[block])), block))
-        start, kept, size = start + size, kept - size, div
+        start = len(live) - width
     return out
 
 
