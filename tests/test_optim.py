@@ -558,3 +558,16 @@ def test_widths_follow_the_blocked_convolution_rule():
     assert sizes == [16, 16, 16, 8]
     first = blocks(rows_group("g", "g", 64, divisible=16), score, np.zeros(64, bool))[0][1]
     assert sorted(first) == list(range(48, 64))
+
+
+def test_a_group_passed_over_for_a_wide_block_does_not_take_its_narrow_last_block():
+    # "a": 16 weak channels at divisible 8 (a block of 8, then one of 4: kept 8, then 4); the block of 8
+    # costs 80 and would overshoot a budget of 30 by more than it helps, while the block of 4 would fit:
+    # taken alone it would keep 12 channels (no allowed width), and not the weakest ones
+    from onnxoto.optim.select import select
+    rng = np.random.default_rng(7)
+    groups = [rows_group("a", "a", 16, divisible=8, flops=10.0), rows_group("b", "b", 40, flops=1.0)]
+    scores = [np.sort(rng.uniform(0, 1, 16)), rng.uniform(5, 6, 40)]
+    new = select(groups, scores, [np.zeros(16, bool), np.zeros(40, bool)], budget=30.0, cost=[10.0, 1.0])
+    assert not new[0].any()
+    assert new[1].sum() == 30

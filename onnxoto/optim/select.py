@@ -43,9 +43,12 @@ def select(groups, scores, pruned, budget, cost=None, limit=None):
     candidates.sort(key=lambda c: c[0])
     new = [np.zeros(g.num_zigs, bool) for g in groups]
     joins = {g.join for g, p in zip(groups, pruned) if g.erasable and p.all()}
-    for _, k, block in candidates:
+    passed_over = set()  # a group's blocks go in order: after one is passed over, a later one would
+    for _, k, block in candidates:  # leave a width no block boundary allows, and not the least salient ZIGs
         if spent >= budget:
             break
+        if k in passed_over:
+            continue
         if groups[k].erasable:
             if groups[k].join in joins:
                 continue  # the other input of this join is already gone
@@ -54,7 +57,8 @@ def select(groups, scores, pruned, budget, cost=None, limit=None):
         if price == 0:
             continue  # outside this budget
         if len(block) > 1 and spent + price - limit > limit - spent:
-            continue  # a wide block that would overshoot the run's budget more than it helps
+            passed_over.add(k)  # a wide block that would overshoot the run's budget more than it helps
+            continue
         new[k][block] = True
         spent += price
     return new
