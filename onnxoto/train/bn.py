@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxoto.errors import ModelError
 from onnxoto.train.data import Dataset
 from onnxoto.train.trainable import unique_name
 
@@ -63,7 +64,11 @@ def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
     """Every BatchNormalization normalizes by batch statistics (training_mode=1, opset >= 14); the
     running statistics outputs it then needs are left unread."""
     if _opset(probe) < 14:
-        probe = onnx.version_converter.convert_version(probe, 14)
+        try:
+            probe = onnx.version_converter.convert_version(probe, 14)
+        except Exception as exc:  # the converter's messages are C++ assertions
+            raise ModelError(f"cannot recalibrate BatchNorm: converting opset {_opset(probe)} to 14 failed "
+                             f"({str(exc).splitlines()[-1][:120]}); train with --batchnorm frozen") from None
     taken = {name for node in probe.graph.node for name in node.output}
     for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
         kept = [a for a in node.attribute if a.name != "training_mode"]
