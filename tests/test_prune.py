@@ -46,6 +46,10 @@ def test_prune_fmnist_writes_a_smaller_verified_model_and_report(fmnist_small, t
     assert {"params", "flops", "latency_ms", "metric"} <= set(data["dense"]) <= set(data["pruned"])
     assert 0.0 <= data["pruned"]["metric"] <= 1.0
     assert (report / "report.md").exists()
+    # the settings as run, defaults resolved: cross-entropy from integer labels at its SGD rate, one process
+    assert {k: data["settings"][k] for k in ("loss", "lr", "batchnorm", "saliency_scope", "target_sparsity")} == {
+        "loss": "cross_entropy", "lr": 0.01, "batchnorm": "batch", "saliency_scope": "group", "target_sparsity": 0.5}
+    assert "batchnorm batch" in (report / "report.md").read_text()
     cut = groups.analyze(graph.load(str(out)))  # the written file re-analyzes with the kept widths
     kept = sorted(g["kept"] for g in data["groups"])
     assert sorted(g.num_zigs for g in cut.prunable) == kept

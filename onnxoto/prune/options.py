@@ -1,5 +1,5 @@
 """Options of `onnxoto prune`, their defaults, and the combinations refused up front."""
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..errors import OptionError
 from ..optim.hesso import SCOPES
@@ -76,6 +76,13 @@ class PruneOptions:
         if self.base == "sgd" and loss_kind in ("distill", "cross_entropy+distill"):
             return DISTILL_SGD_LR if loss_kind == "distill" else CE_DISTILL_SGD_LR
         return DEFAULT_LR[self.base]
+
+    def resolved(self, loss_kind, ranks):
+        """The options as a run uses them (for its report): defaults filled in, no internals."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("extra", "verify_batches")}
+        settings.update(lr=self.learning_rate(loss_kind), loss=loss_kind, batchnorm=self.batchnorm_mode(ranks),
+                        ranks=ranks)
+        return settings
 
     def batchnorm_mode(self, ranks):
         """How BatchNorm trains: on batch statistics in one process; several ranks would each normalize

@@ -45,6 +45,7 @@ class PruneResult:
     metric: str | None = None
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
     is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
+    settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -96,6 +97,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
                              "please report this model")
         _save_atomically(pruned, output)
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
+        result.settings = options.resolved(loss.kind, comm.size)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
         sample = next(dataset.batches(options.batch_size))

@@ -15,7 +15,7 @@ def report_json(result):
         "dense": result.dense, "pruned": result.pruned, "metric": result.metric,
         "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
-        "groups": result.groups, "erased": result.erased, "history": result.history,
+        "groups": result.groups, "erased": result.erased, "history": result.history, "settings": result.settings,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
@@ -62,9 +62,11 @@ def write_report(result, folder):
                          [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}", h.get("phase", ""),
                            f"{h['val_metric']:.4f}" if h.get("val_metric") is not None else "-"]
                           for h in result.history])
+    settings = ", ".join(f"{k} {v}" for k, v in result.settings.items() if v is not None)
     with open(os.path.join(folder, "report.md"), "w") as f:
         f.write(f"# onnxoto prune report\n\n{result.dense_model} -> {result.pruned_model}\n\n```\n"
-                f"{summary_text(result)}\n```\n\n## Kept channels per group\n\n```\n{groups}\n```\n\n"
+                f"{summary_text(result)}\n```\n\nSettings: {settings or '-'}\n\n"
+                f"## Kept channels per group\n\n```\n{groups}\n```\n\n"
                 f"## Erased operators\n\n{_erased_text(result)}\n\n## Training\n\n```\n{curve}\n```\n")
 
 
