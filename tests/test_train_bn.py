@@ -70,3 +70,21 @@ def model_with_output(model, name):
     probe = type(model).FromString(model.SerializeToString())
     probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     return probe
+
+
+def test_a_model_whose_batchnorm_cannot_be_probed_fails_before_training(monkeypatch):
+    import onnx
+    import pytest
+
+    from onnxoto.errors import ModelError
+    from onnxoto.train.bn import check_recalibration
+
+    model = conv_bn_net()
+    check_recalibration(model)  # opset 17: training mode needs no conversion
+    model.opset_import[0].version = 12
+
+    def refuse(*args):
+        raise RuntimeError("BaseConverter.h:73: adapter_lookup: Assertion `false` failed: No Adapter")
+    monkeypatch.setattr(onnx.version_converter, "convert_version", refuse)
+    with pytest.raises(ModelError, match="opset 12 to 14 failed .*No Adapter.*--batchnorm frozen"):
+        check_recalibration(model)

@@ -14,7 +14,8 @@ from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
-from ..train import TrainingSession, load_data, loss_for, prepare_for_training, recalibrate_batchnorm, trainable_params
+from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
+                     recalibrate_batchnorm, trainable_params)
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
@@ -115,6 +116,8 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
 def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
     """Returns (trained ModelProto, optimizer, history)."""
     batchnorm = options.batchnorm_mode(comm.size)
+    if batchnorm == "batch":
+        check_recalibration(dense.proto)
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
     prepared, param_map = to_trainable(prepare_for_training(dense.proto, batchnorm))
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine

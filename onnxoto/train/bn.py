@@ -50,6 +50,12 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
     return result
 
 
+def check_recalibration(model: onnx.ModelProto) -> None:
+    """Raise the ModelError recalibration would raise, before training rather than after it."""
+    if _opset(model) < 14 and any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        _in_training_mode(copy.deepcopy(model))
+
+
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     probe = copy.deepcopy(model)
     existing = {o.name for o in probe.graph.output}
