@@ -151,14 +151,19 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
         on_epoch = None
         if val_set is not None and comm.is_root:
-            # eval mode normalizes by the running statistics: on batch statistics they are stale until recalibrated
-            current = (lambda: training_model(session)) if batchnorm == "frozen" else (  # noqa: E731
-                lambda: session_model(measure_session(export(VAL_RECALIBRATION_BATCHES))))
-            on_epoch = lambda: {"val_metric": evaluate(current(), val_set, metric,  # noqa: E731
-                                                       session_model(teacher))}
+            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
+                                                       val_set, metric, session_model(teacher))}
         history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
         trained = export()
     return trained, opt, history
+
+
+def _model_so_far(session, batchnorm, export):
+    """The model in training, for the epochs' metric. Eval mode normalizes by the running statistics,
+    which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
+    if batchnorm == "frozen":
+        return training_model(session)
+    return session_model(measure_session(export(VAL_RECALIBRATION_BATCHES)))
 
 
 def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
