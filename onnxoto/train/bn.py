@@ -7,6 +7,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxoto.errors import ModelError
+from onnxoto.graph.load import default_opset
 from onnxoto.train.data import Dataset
 from onnxoto.train.trainable import unique_name
 
@@ -52,7 +53,7 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
 
 def check_recalibration(model: onnx.ModelProto) -> None:
     """Raise the ModelError recalibration would raise, before training rather than after it."""
-    if _opset(model) < 14 and any(n.op_type == "BatchNormalization" for n in model.graph.node):
+    if default_opset(model) < 14 and any(n.op_type == "BatchNormalization" for n in model.graph.node):
         _in_training_mode(copy.deepcopy(model))
 
 
@@ -69,11 +70,11 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
     """Every BatchNormalization normalizes by batch statistics (training_mode=1, opset >= 14); the
     running statistics outputs it then needs are left unread."""
-    if _opset(probe) < 14:
+    if default_opset(probe) < 14:
         try:
             probe = onnx.version_converter.convert_version(probe, 14)
         except Exception as exc:  # the converter's messages are C++ assertions
-            raise ModelError(f"cannot recalibrate BatchNorm: converting opset {_opset(probe)} to 14 failed "
+            raise ModelError(f"cannot recalibrate BatchNorm: converting opset {default_opset(probe)} to 14 failed "
                              f"({str(exc).splitlines()[-1][:120]}); train with --batchnorm frozen") from None
     taken = {name for node in probe.graph.node for name in node.output}
     for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
@@ -84,10 +85,6 @@ def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
         del node.output[:]
         node.output.extend(outputs)
     return probe
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def _set_own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:

@@ -3,6 +3,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxoto.graph.load import default_opset
 from onnxoto.train import ort
 
 blocks = ort.onnxblock.blocks
@@ -54,8 +55,7 @@ class SpecLoss(ort.onnxblock.Block):
 
     def _sum_last_axis(self, name: str) -> str:
         """ReduceSum over axis -1 without keepdims: axes an attribute before opset 13, an input from 13."""
-        opset = next((o.version for o in self.base.opset_import if o.domain in ("", "ai.onnx")), 13)
-        if opset >= 13:
+        if default_opset(self.base) >= 13:
             return self._node("ReduceSum", [name, self._constant("last_axis", [-1], np.int64)], keepdims=0)
         return self._node("ReduceSum", [name], axes=[-1], keepdims=0)
 

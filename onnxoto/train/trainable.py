@@ -6,6 +6,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxoto.errors import ModelError
+from onnxoto.graph.load import default_opset
 from onnxoto.graph.normalize import FLOAT_TYPES, infer_shapes
 from onnxoto.graph.operands import ALL, NON_DIFFERENTIABLE_INPUTS
 
@@ -101,8 +102,7 @@ GRADIENT_OPSET = 13
 
 
 def _at_least_opset(model, opset):
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    if current >= opset:
+    if default_opset(model) >= opset:
         return model
     try:
         return onnx.version_converter.convert_version(model, opset)
