@@ -48,6 +48,7 @@ def node(op, inputs=("c",), **attributes):
 
 rng = np.random.default_rng(1)
 CASES = {
+    "relu": (upstream_model([node("Relu")]), "Relu"),
     "hard_sigmoid": (upstream_model([node("HardSigmoid", alpha=0.3, beta=0.4)]), "HardSigmoid"),
     # Smaller pre-activations: fewer values near the kinks at +-3, where differences jump.
     "hard_swish": (upstream_model([node("HardSwish")], scale=0.1), "HardSwish"),
@@ -190,7 +191,7 @@ def test_the_exported_model_is_untouched():
 
 
 def test_registry_names_every_operator_the_cpu_build_cannot_train():
-    assert {"HardSigmoid", "HardSwish", "GlobalMaxPool", "ReduceMax", "DepthToSpace", "Resize", "ConvTranspose",
+    assert {"Relu", "HardSigmoid", "HardSwish", "GlobalMaxPool", "ReduceMax", "DepthToSpace", "Resize", "ConvTranspose",
             "Slice", "Pad", "AveragePool"} <= set(REWRITES)
 
 
@@ -237,3 +238,19 @@ def test_zoo_model_trains_after_rewriting(name, zoo_results):
     assert code == 0, f"{name}: exit {code}: {last}"
     result = json.loads(last[0])
     assert np.isfinite(result["loss"]) and not result["kept"], result
+
+
+def test_relu_form_is_exact_in_values_and_gradients(tmp_path):
+    """Relu trains as x * (x > 0) for speed only: outputs and gradients are those of Relu itself."""
+    model, _ = CASES["relu"]
+    trainable, _ = to_trainable(model)
+    assert "Relu" not in {n.op_type for n in trainable.graph.node}
+    x = inputs(3)
+    np.testing.assert_array_equal(run(trainable, x), run(model, x))
+    target = np.random.default_rng(3).standard_normal(run(model, x).shape).astype(np.float32)
+    grads = []
+    for graph in (model, trainable):
+        with TrainingSession(graph, "mse", workdir=tmp_path / str(len(grads))) as session:
+            session.train_step({"x": x}, target)
+            grads.append(session.grads["w"].copy())
+    np.testing.assert_array_equal(grads[1], grads[0])

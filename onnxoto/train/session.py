@@ -32,6 +32,25 @@ def cuda_view(ortvalue):
     return cupy.from_dlpack(ortvalue.to_dlpack())
 
 
+def session_options(threads: int | None = None, profile_prefix: str | None = None):
+    """onnxruntime's options for a training session: `threads` intra-op threads (None: one per physical
+    core, onnxruntime's default), one inter-op thread, and workers that sleep instead of spinning between
+    kernels (measured on 2 shared cores: spinning workers took the cores the busy ones needed)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # the training graph transformers log at INFO
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
 class TrainingSession:
     """Forward/backward of `model` plus a loss; `params` and `grads` are in-place views.
 
@@ -46,10 +65,12 @@ class TrainingSession:
 
     def __init__(self, model: onnx.ModelProto, loss: LossSpec | str | None = None, *,
                  workdir: str | os.PathLike | None = None, device: str = "cpu",
-                 requires_grad: list[str] | None = None, model_name: str | None = None, batchnorm: str = "frozen"):
+                 requires_grad: list[str] | None = None, model_name: str | None = None, batchnorm: str = "frozen",
+                 threads: int | None = None, profile_prefix: str | None = None):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
         self.device = device
+        self.threads, self.profile_prefix = threads, profile_prefix  # profile: written when the session closes
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="onnxoto-train-") if workdir is None else workdir)
         try:
@@ -67,7 +88,8 @@ class TrainingSession:
         onnxruntime.set_default_logger_severity(3)  # the training graph transformers log at INFO
         a = self.artifacts
         self._state = ort.CheckpointState.load_checkpoint(str(a.checkpoint))
-        self._module = ort.Module(str(a.training_model), self._state, str(a.eval_model), device=self.device)
+        self._module = ort.Module(str(a.training_model), self._state, str(a.eval_model), device=self.device,
+                                  session_options=session_options(self.threads, self.profile_prefix))
         self._feed_order = self._module.input_names()
         declared = {i.name: i for i in onnx.load(str(a.eval_model), load_external_data=False).graph.input}
         self._target_ranks = [len(declared[t].type.tensor_type.shape.dim) for t in a.loss.targets]

@@ -1,5 +1,6 @@
 """Training forms: the training graph with every operator onnxruntime-training (CPU, 1.19.2)
-cannot differentiate replaced by an exactly equivalent composition of operators it can.
+cannot differentiate (or differentiates slowly) replaced by an exactly equivalent composition of
+operators it can.
 
 Only the training graph is rewritten; the exported model keeps its original operators.
 Parameters keep their names, except those a ParamMap entry renames (ConvTranspose weights,
@@ -9,7 +10,7 @@ import copy
 
 import onnx
 
-from onnxoto.train.forms.activations import hard_sigmoid, hard_swish
+from onnxoto.train.forms.activations import hard_sigmoid, hard_swish, relu
 from onnxoto.train.forms.context import Context, NotNeeded, Unsupported
 from onnxoto.train.forms.conv_transpose import conv_transpose
 from onnxoto.train.forms.indexing import pad, slice_
@@ -21,8 +22,10 @@ from onnxoto.train.forms.resize import resize
 __all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable"]
 
 # op type -> rewrite(node, ctx): emits the replacement into ctx (its last node writes the
-# node's output) or raises Unsupported, and the node stays.
+# node's output) or raises Unsupported, and the node stays. Most exist because onnxruntime-training
+# cannot differentiate the operator; Relu's because its gradient kernel is slow.
 REWRITES = {
+    "Relu": relu,                       # ReluGrad: ~10x the cost of the Mul that replaces it
     "HardSigmoid": hard_sigmoid,        # no gradient registered
     "HardSwish": hard_swish,            # no gradient registered
     "GlobalMaxPool": global_max_pool,   # no gradient registered

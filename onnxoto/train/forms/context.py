@@ -25,7 +25,7 @@ class Context:
         for node in self.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.shapes = _inferred_shapes(model)
+        self.shapes, self.elem_types = _inferred_shapes(model)
         self.readers = {}
         for node in self.graph.node:
             for name in node.input:
@@ -39,6 +39,10 @@ class Context:
     def shape(self, name: str) -> tuple | None:
         """Dims of `name`: int where static, None where symbolic; None if the rank is unknown."""
         return self.shapes.get(name)
+
+    def elem_type(self, name: str) -> int | None:
+        """The TensorProto element type of `name`, None if unknown."""
+        return self.elem_types.get(name)
 
     def static_shape(self, name: str, node: onnx.NodeProto) -> tuple:
         """Dims of `name`, whose spatial dims (axis 2 on) must be static; N and C may be symbolic."""
@@ -120,17 +124,21 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _inferred_shapes(model: onnx.ModelProto) -> dict:
+def _inferred_shapes(model: onnx.ModelProto) -> tuple[dict, dict]:
+    """Dims (see Context.shape) and element types of every tensor shape inference knows."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # a custom op or a bad graph: fall back to the shapes the model carries
         inferred = model
-    shapes = {}
+    shapes, elem_types = {}, {}
     graph = inferred.graph
     for info in [*graph.input, *graph.value_info, *graph.output]:
         tensor = info.type.tensor_type
+        if tensor.elem_type:
+            elem_types[info.name] = tensor.elem_type
         if tensor.HasField("shape"):
             shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
-    return shapes
+        elem_types[init.name] = init.data_type
+    return shapes, elem_types

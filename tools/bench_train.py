@@ -1,0 +1,320 @@
+"""Benchmark: one training step in onnxruntime-training (onnxoto's TrainingSession, set up as `prune`
+sets it up) against the same step in PyTorch, and the whole `prune` against its training steps alone.
+
+    .venv-tools/bin/python tools/bench_train.py [--models resnet_fm,vgg] [--batch 128] [--threads 2]
+        [--rounds 12] [--profile] [--prune resnet_fm] [--json bench/train.json]
+
+Needs torch (tools only: `.venv-tools`, see README). The architectures are built in torch and exported
+with the bundled model's exporter (tools/train_fmnist.py: legacy exporter, BatchNorm kept, uint8 input
+scaled inside the graph); random weights and random Fashion-MNIST-shaped batches (N, 1, 28, 28).
+
+1. Step: forward, backward (BatchNorm on batch statistics in both, as `prune` trains in one process)
+   and SGD with momentum 0.9 over every parameter (torch.optim.SGD; onnxoto.optim.SGD on onnxruntime's
+   buffers). Both frameworks get --threads threads and run in this process, one step each in turn
+   (the order alternating by round), so that both see the same load; medians of --rounds steps.
+2. --profile: per-operator-kind milliseconds of one step in each framework (onnxruntime's session
+   profiler, torch.profiler), medians over steps: which kernels the gap is made of.
+3. --prune MODEL: the whole `onnxoto prune` (artifacts, teacher forwards, training, validation,
+   recalibration, certificate, measuring) on --prune-samples Fashion-MNIST-shaped training images
+   for --prune-epochs epochs, against the same number of training steps alone (session.train_step and
+   the HESSO step), and the phases `prune` itself timed (PruneResult.seconds).
+"""
+import argparse
+import collections
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# Threads that wait for work sleep in both frameworks (onnxoto's sessions set allow_spinning=0): on shared
+# cores, spinning OpenMP workers made torch's step 2.6x slower (2706 vs 1023 ms, ResNet-FM, load 6 on 2 cores).
+# Read by libgomp when torch loads it, so it is set before the import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import BasicBlock  # noqa: E402  (the zoo's ResNet block)
+from train_fmnist import MEAN, STD, export  # noqa: E402
+from train_fmnist_vgg import FmnistVgg  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LR = 0.01
+
+
+class ResNetFM(nn.Module):
+    """The Fashion-MNIST ResNet of the OTO comparison (696k params): a 32-channel stem and three
+    stages of two basic blocks at 32, 64, 128 channels (28x28, 14x14, 7x7), then average pool and Linear."""
+
+    def __init__(self, width=32, blocks_per_stage=2):
+        super().__init__()
+        blocks, cin = [], width
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            for k in range(blocks_per_stage):
+                blocks.append(BasicBlock(cin, cout, 2 if stage and not k else 1))
+                cin = cout
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        x = (x.float() / 255.0 - MEAN) / STD
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+MODELS = {"resnet_fm": ResNetFM, "vgg": FmnistVgg}
+
+
+def random_batch(batch, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (batch, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, batch).astype(np.int64)
+
+
+class TorchStep:
+    def __init__(self, model, x, y):
+        self.model, self.x, self.y = model.train(), torch.from_numpy(x), torch.from_numpy(y)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+
+    def __call__(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+def ort_session(path, workdir, threads, profile_prefix=None):
+    """A TrainingSession over the exported model, prepared exactly as `prune` prepares it (one process)."""
+    from onnxoto import graph
+    from onnxoto.train import TrainingSession, loss_for, prepare_for_training, trainable_params
+    from onnxoto.train.forms import to_trainable
+
+    dense = graph.load(path, strict=True)
+    prepared, param_map = to_trainable(prepare_for_training(dense.proto, "batch"))
+    trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
+    return TrainingSession(prepared, loss_for(dense.proto, kind="cross_entropy"), workdir=workdir,
+                           requires_grad=param_map.training_params(trainable), batchnorm="batch",
+                           threads=threads, profile_prefix=profile_prefix)
+
+
+class OrtStep:
+    def __init__(self, session, x, y):
+        from onnxoto.optim import SGD
+
+        self.session, self.inputs, self.y = session, {session.input_names[0]: x}, y
+        self.sgd = SGD(lr=LR, momentum=0.9)
+
+    def __call__(self):
+        loss = self.session.train_step(self.inputs, self.y)
+        for name, param in self.session.params.items():
+            self.sgd.update(name, param, self.session.grads[name])
+        return loss
+
+
+def timed(step):
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def bench_steps(name, batch, threads, rounds, work):
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    path = os.path.join(work, f"{name}.onnx")
+    export(model, path)
+    x, y = random_batch(batch, seed=1)
+    with ort_session(path, os.path.join(work, f"{name}_artifacts"), threads) as session:
+        steps = {"torch": TorchStep(model, x, y), "onnxruntime": OrtStep(session, x, y)}
+        for step in steps.values():  # warm-up: allocations, first-run kernel choices
+            step(), step()
+        times = {k: [] for k in steps}
+        for r in range(rounds):
+            for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+                times[k].append(timed(steps[k]))
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    row = {"model": name, "params": sum(p.numel() for p in model.parameters()), "batch": batch, "threads": threads,
+           "rounds": rounds, "torch_ms": med["torch"], "ort_ms": med["onnxruntime"],
+           "ratio": med["onnxruntime"] / med["torch"],
+           "torch_ms_all": [t * 1e3 for t in times["torch"]], "ort_ms_all": [t * 1e3 for t in times["onnxruntime"]]}
+    print(f"{name:10s} {row['params']:>8,d} params  torch {row['torch_ms']:7.1f} ms  onnxruntime "
+          f"{row['ort_ms']:7.1f} ms  ratio {row['ratio']:.2f}", flush=True)
+    return row
+
+
+# -- 2. per-operator profile -----------------------------------------------------------------------
+
+KINDS = [  # (kind, onnxruntime op types, torch op names (aten::)); the rest is "other"
+    ("conv forward", {"Conv", "FusedConv"}, {"mkldnn_convolution", "_convolution", "convolution", "conv2d"}),
+    ("conv backward", {"ConvGrad"}, {"convolution_backward"}),
+    ("batchnorm forward", {"BatchNormInternal", "BatchNormalization"}, {"native_batch_norm", "_batch_norm_impl_index"}),
+    ("batchnorm backward", {"BatchNormalizationGrad"}, {"native_batch_norm_backward"}),
+    ("relu forward", {"Relu", "Greater", "Cast", "Mul"}, {"relu", "clamp_min", "relu_"}),
+    ("relu backward", {"ReluGrad"}, {"threshold_backward"}),
+    ("pooling", {"MaxPool", "MaxPoolGrad", "GlobalAveragePool", "GlobalAveragePoolGrad"},
+     {"max_pool2d_with_indices", "max_pool2d_with_indices_backward", "adaptive_avg_pool2d", "mean",
+      "_adaptive_avg_pool2d", "_adaptive_avg_pool2d_backward"}),
+    ("residual add", {"Add", "Sum"}, {"add"}),
+]
+
+
+def kind_of(op, framework):
+    for kind, ort_ops, torch_ops in KINDS:
+        if op in (ort_ops if framework == "onnxruntime" else torch_ops):
+            return kind
+    return "other"
+
+
+def ort_profile(path, x, y, threads, steps, work):
+    """Median ms per step of each kind, from onnxruntime's session profile (kernel times)."""
+    prefix = os.path.join(work, "ort_profile")
+    with ort_session(path, os.path.join(work, "profile_artifacts"), threads, prefix) as session:
+        step = OrtStep(session, x, y)
+        for _ in range(steps + 2):
+            step()
+    events = json.load(open(sorted(glob.glob(prefix + "*.json"))[-1]))
+    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][2:]
+    per_run = [collections.defaultdict(float) for _ in runs]
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            for k, run in enumerate(runs):
+                if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]:
+                    per_run[k][kind_of(e["args"]["op_name"], "onnxruntime")] += e["dur"] / 1e3
+    table = _medians(per_run)
+    table["step (session run)"] = statistics.median(r["dur"] / 1e3 for r in runs)
+    return table
+
+
+def torch_profile(model, x, y, steps):
+    """Median ms per step of each kind, from torch.profiler (self CPU time of aten ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = TorchStep(model, x, y)
+    step(), step()
+    per_step, walls = [], []
+    for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            walls.append(timed(step) * 1e3)
+        kinds = collections.defaultdict(float)
+        for event in prof.key_averages():
+            if event.key.startswith("aten::"):
+                kinds[kind_of(event.key[len("aten::"):], "torch")] += event.self_cpu_time_total / 1e3
+        per_step.append(kinds)
+    table = _medians(per_step)
+    table["step (session run)"] = statistics.median(walls)
+    return table
+
+
+def _medians(rows):
+    keys = {k for row in rows for k in row}
+    return {k: statistics.median(row.get(k, 0.0) for row in rows) for k in keys}
+
+
+def bench_profile(name, batch, threads, steps, work):
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    path = os.path.join(work, f"{name}.onnx")
+    export(model, path)
+    x, y = random_batch(batch, seed=1)
+    ort_table, torch_table = ort_profile(path, x, y, threads, steps, work), torch_profile(model, x, y, steps)
+    rows = []
+    print(f"{name}: ms per step by kind (median of {steps})\n  {'kind':22s} {'torch':>8s} {'onnxruntime':>12s} "
+          f"{'gap':>8s}")
+    for kind in [k for k, _, _ in KINDS] + ["other", "step (session run)"]:
+        t, o = torch_table.get(kind, 0.0), ort_table.get(kind, 0.0)
+        rows.append({"kind": kind, "torch_ms": t, "ort_ms": o, "gap_ms": o - t})
+        print(f"  {kind:22s} {t:8.1f} {o:12.1f} {o - t:+8.1f}")
+    return {"model": name, "batch": batch, "threads": threads, "steps": steps, "kinds": rows}
+
+
+# -- 3. the whole prune against its steps ----------------------------------------------------------
+
+def bench_prune(name, samples, epochs, batch, threads, work):
+    from onnxoto.prune import PruneOptions, prune
+
+    torch.manual_seed(0)
+    path = os.path.join(work, f"{name}_prune.onnx")
+    export(MODELS[name](), path)
+    x, y = random_batch(samples, seed=2)
+    val_x, val_y = random_batch(max(batch, samples // 10), seed=3)
+    train_npz, val_npz = os.path.join(work, "train.npz"), os.path.join(work, "val.npz")
+    np.savez(train_npz, x=x, labels=y)
+    np.savez(val_npz, x=val_x, labels=val_y)
+    options = PruneOptions(epochs=epochs, batch_size=batch, loss="ce+distill", target_flops=0.5)
+    t0 = time.perf_counter()
+    result = prune(path, train_npz, output=os.path.join(work, f"{name}_pruned.onnx"), val=val_npz, options=options,
+                   log=lambda line: None)
+    wall = time.perf_counter() - t0
+    steps = epochs * -(-samples // batch)
+    alone = steps_alone(path, x, y, steps, batch, threads, work)
+    row = {"model": name, "samples": samples, "epochs": epochs, "batch": batch, "steps": steps, "prune_s": wall,
+           "steps_alone_s": alone, "ratio": wall / alone, "phases_s": getattr(result, "seconds", {})}
+    print(f"prune {name}: {steps} steps, whole prune {wall:.1f} s, the steps alone {alone:.1f} s, "
+          f"ratio {row['ratio']:.2f}")
+    for phase, seconds in sorted(row["phases_s"].items(), key=lambda kv: -kv[1]):
+        print(f"  {phase:16s} {seconds:7.1f} s")
+    return row
+
+
+def steps_alone(path, x, y, steps, batch, threads, work):
+    """Wall time of `steps` training steps with the HESSO step, as prune takes them (same batches)."""
+    from onnxoto import graph, groups
+    from onnxoto.optim import SGD, Hesso
+    from onnxoto.prune.zigs import in_training_layout, optimizer_groups
+    from onnxoto.train import trainable_params
+
+    dense = graph.load(path, strict=True)
+    analysis = groups.analyze(dense)
+    with ort_session(path, os.path.join(work, "alone_artifacts"), threads) as session:
+        trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
+        zig_groups = optimizer_groups(analysis, trainable, 1)
+        opt = Hesso(session.params, zig_groups, SGD(lr=LR, momentum=0.9), total_steps=steps, target_sparsity=0.5)
+        name = session.input_names[0]
+        t0 = time.perf_counter()
+        for k in range(steps):
+            rows = slice((k * batch) % len(x), (k * batch) % len(x) + batch)
+            session.train_step({name: x[rows]}, y[rows])
+            opt.step(session.grads)
+        return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet_fm,vgg")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument("--prune", default=None, help="a model name: also time the whole prune against its steps")
+    ap.add_argument("--prune-samples", type=int, default=2560)
+    ap.add_argument("--prune-epochs", type=int, default=2)
+    ap.add_argument("--json", default=os.path.join(REPO, "bench", "train.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, shared with other jobs",
+           "torch": torch.__version__, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_average_start": os.getloadavg()[0], "steps": [], "profiles": []}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
+        for name in args.models.split(","):
+            out["steps"].append(bench_steps(name, args.batch, args.threads, args.rounds, work))
+        if args.profile:
+            for name in args.models.split(","):
+                out["profiles"].append(bench_profile(name, args.batch, args.threads, args.profile_steps, work))
+        if args.prune:
+            out["prune"] = bench_prune(args.prune, args.prune_samples, args.prune_epochs, args.batch, args.threads,
+                                       work)
+    out["load_average_end"] = os.getloadavg()[0]
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print("wrote", args.json)
+
+
+if __name__ == "__main__":
+    main()
