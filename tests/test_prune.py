@@ -103,6 +103,9 @@ def test_cross_entropy_plus_distillation_prunes_from_labels_and_the_dense_teache
     assert data["verified"] and data["pruned"]["flops"] <= 0.7 * data["dense"]["flops"]
     assert data["metric"] == "accuracy" and 0.0 <= data["pruned"]["metric"] <= 1.0
     assert all(np.isfinite(record["loss"]) for record in data["history"])
+    seconds = data["seconds"]  # where the time went: the steps and every phase around them, within the total
+    assert {"training steps", "teacher outputs", "validation", "cut and certificate", "measuring"} <= set(seconds)
+    assert sum(v for k, v in seconds.items() if k != "total") <= seconds["total"]
 
 
 def test_cross_entropy_plus_distillation_needs_labels(tmp_path):

@@ -14,10 +14,9 @@ scaled inside the graph); random weights and random Fashion-MNIST-shaped batches
    (the order alternating by round), so that both see the same load; medians of --rounds steps.
 2. --profile: per-operator-kind milliseconds of one step in each framework (onnxruntime's session
    profiler, torch.profiler), medians over steps: which kernels the gap is made of.
-3. --prune MODEL: the whole `onnxoto prune` (artifacts, teacher forwards, training, validation,
-   recalibration, certificate, measuring) on --prune-samples Fashion-MNIST-shaped training images
-   for --prune-epochs epochs, against the same number of training steps alone (session.train_step and
-   the HESSO step), and the phases `prune` itself timed (PruneResult.seconds).
+3. --prune demo|MODEL: the whole `onnxoto prune` (training graph, teacher forwards, training, validation,
+   recalibration, certificate, measuring) with the demo's settings on the bundled Fashion-MNIST data for
+   --prune-epochs epochs, against its training steps alone, as prune itself timed them (PruneResult.seconds).
 """
 import argparse
 import collections
@@ -150,17 +149,19 @@ def bench_steps(name, batch, threads, rounds, work):
 # -- 2. per-operator profile -----------------------------------------------------------------------
 
 KINDS = [  # (kind, onnxruntime op types, torch op names (aten::)); the rest is "other"
-    ("conv forward", {"Conv", "FusedConv"}, {"mkldnn_convolution", "_convolution", "convolution", "conv2d"}),
+    ("conv forward", {"Conv"}, {"mkldnn_convolution", "_convolution", "convolution", "conv2d"}),
     ("conv backward", {"ConvGrad"}, {"convolution_backward"}),
     ("batchnorm forward", {"BatchNormInternal", "BatchNormalization"}, {"native_batch_norm", "_batch_norm_impl_index"}),
     ("batchnorm backward", {"BatchNormalizationGrad"}, {"native_batch_norm_backward"}),
-    ("relu forward", {"Relu", "Greater", "Cast", "Mul"}, {"relu", "clamp_min", "relu_"}),
-    ("relu backward", {"ReluGrad"}, {"threshold_backward"}),
-    ("pooling", {"MaxPool", "MaxPoolGrad", "GlobalAveragePool", "GlobalAveragePoolGrad"},
+    # onnxoto trains Relu as x * (x > 0): its backward is one of the Muls
+    ("relu (both ways)", {"Relu", "ReluGrad", "Greater", "Cast", "Mul"}, {"relu", "clamp_min", "threshold_backward"}),
+    ("pooling (both ways)", {"MaxPool", "MaxPoolGrad", "GlobalAveragePool", "GlobalAveragePoolGrad"},
      {"max_pool2d_with_indices", "max_pool2d_with_indices_backward", "adaptive_avg_pool2d", "mean",
       "_adaptive_avg_pool2d", "_adaptive_avg_pool2d_backward"}),
     ("residual add", {"Add", "Sum"}, {"add"}),
 ]
+STEP = "whole step"  # wall time: onnxruntime's includes the Python around the run and the SGD update
+RUN = "session run"  # onnxruntime's run alone (model_run in its profile)
 
 
 def kind_of(op, framework):
@@ -170,44 +171,33 @@ def kind_of(op, framework):
     return "other"
 
 
-def ort_profile(path, x, y, threads, steps, work):
-    """Median ms per step of each kind, from onnxruntime's session profile (kernel times)."""
-    prefix = os.path.join(work, "ort_profile")
-    with ort_session(path, os.path.join(work, "profile_artifacts"), threads, prefix) as session:
-        step = OrtStep(session, x, y)
-        for _ in range(steps + 2):
-            step()
-    events = json.load(open(sorted(glob.glob(prefix + "*.json"))[-1]))
-    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][2:]
+def torch_kinds(step):
+    """ms of each kind in one torch step (self CPU time of aten ops, torch.profiler), and the step's wall ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        wall = timed(step) * 1e3
+    kinds = collections.defaultdict(float)
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            kinds[kind_of(event.key[len("aten::"):], "torch")] += event.self_cpu_time_total / 1e3
+    kinds[STEP] = wall
+    return kinds
+
+
+def ort_kinds(profile_file, skip):
+    """ms of each kind per session run in onnxruntime's profile (kernel times), after `skip` warm-up runs."""
+    events = json.load(open(profile_file))
+    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][skip:]
     per_run = [collections.defaultdict(float) for _ in runs]
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             for k, run in enumerate(runs):
                 if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]:
                     per_run[k][kind_of(e["args"]["op_name"], "onnxruntime")] += e["dur"] / 1e3
-    table = _medians(per_run)
-    table["step (session run)"] = statistics.median(r["dur"] / 1e3 for r in runs)
-    return table
-
-
-def torch_profile(model, x, y, steps):
-    """Median ms per step of each kind, from torch.profiler (self CPU time of aten ops)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    step = TorchStep(model, x, y)
-    step(), step()
-    per_step, walls = [], []
-    for _ in range(steps):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            walls.append(timed(step) * 1e3)
-        kinds = collections.defaultdict(float)
-        for event in prof.key_averages():
-            if event.key.startswith("aten::"):
-                kinds[kind_of(event.key[len("aten::"):], "torch")] += event.self_cpu_time_total / 1e3
-        per_step.append(kinds)
-    table = _medians(per_step)
-    table["step (session run)"] = statistics.median(walls)
-    return table
+    for run, kinds in zip(runs, per_run):
+        kinds[RUN] = run["dur"] / 1e3
+    return per_run
 
 
 def _medians(rows):
@@ -216,16 +206,29 @@ def _medians(rows):
 
 
 def bench_profile(name, batch, threads, steps, work):
+    """Both profilers on, one step of each framework in turn: medians per kind."""
     torch.manual_seed(0)
     model = MODELS[name]()
     path = os.path.join(work, f"{name}.onnx")
     export(model, path)
     x, y = random_batch(batch, seed=1)
-    ort_table, torch_table = ort_profile(path, x, y, threads, steps, work), torch_profile(model, x, y, steps)
+    prefix = os.path.join(work, f"{name}_ort_profile")
+    torch_step, torch_rows, ort_walls, warm = TorchStep(model, x, y), [], [], 2
+    with ort_session(path, os.path.join(work, f"{name}_profile_artifacts"), threads, prefix) as session:
+        ort_step = OrtStep(session, x, y)
+        for _ in range(warm):
+            ort_step(), torch_step()
+        for _ in range(steps):
+            ort_walls.append(timed(ort_step) * 1e3)
+            torch_rows.append(torch_kinds(torch_step))
+    ort_rows = ort_kinds(sorted(glob.glob(prefix + "*.json"))[-1], warm)
+    for row, wall in zip(ort_rows, ort_walls):
+        row[STEP] = wall
+    ort_table, torch_table = _medians(ort_rows), _medians(torch_rows)
     rows = []
-    print(f"{name}: ms per step by kind (median of {steps})\n  {'kind':22s} {'torch':>8s} {'onnxruntime':>12s} "
-          f"{'gap':>8s}")
-    for kind in [k for k, _, _ in KINDS] + ["other", "step (session run)"]:
+    print(f"{name}: ms per step by kind (median of {steps}, profilers on)\n  {'kind':22s} {'torch':>8s} "
+          f"{'onnxruntime':>12s} {'gap':>8s}")
+    for kind in [k for k, _, _ in KINDS] + ["other", RUN, STEP]:
         t, o = torch_table.get(kind, 0.0), ort_table.get(kind, 0.0)
         rows.append({"kind": kind, "torch_ms": t, "ort_ms": o, "gap_ms": o - t})
         print(f"  {kind:22s} {t:8.1f} {o:12.1f} {o - t:+8.1f}")
@@ -234,53 +237,45 @@ def bench_profile(name, batch, threads, steps, work):
 
 # -- 3. the whole prune against its steps ----------------------------------------------------------
 
-def bench_prune(name, samples, epochs, batch, threads, work):
-    from onnxoto.prune import PruneOptions, prune
+_PRUNE = """
+import json, sys
+from onnxoto.prune import PruneOptions, prune
+model, train, val, output, epochs, batch = sys.argv[1:7]
+options = PruneOptions(epochs=int(epochs), batch_size=int(batch), loss="ce+distill", target_flops=0.5, lr=0.02,
+                       round_to=8)
+result = prune(model, train, output=output, val=val, options=options, log=lambda line: None)
+print(json.dumps({"seconds": result.seconds, "verified": result.verified}))
+"""
 
-    torch.manual_seed(0)
-    path = os.path.join(work, f"{name}_prune.onnx")
-    export(MODELS[name](), path)
-    x, y = random_batch(samples, seed=2)
-    val_x, val_y = random_batch(max(batch, samples // 10), seed=3)
-    train_npz, val_npz = os.path.join(work, "train.npz"), os.path.join(work, "val.npz")
-    np.savez(train_npz, x=x, labels=y)
-    np.savez(val_npz, x=val_x, labels=val_y)
-    options = PruneOptions(epochs=epochs, batch_size=batch, loss="ce+distill", target_flops=0.5)
-    t0 = time.perf_counter()
-    result = prune(path, train_npz, output=os.path.join(work, f"{name}_pruned.onnx"), val=val_npz, options=options,
-                   log=lambda line: None)
-    wall = time.perf_counter() - t0
-    steps = epochs * -(-samples // batch)
-    alone = steps_alone(path, x, y, steps, batch, threads, work)
-    row = {"model": name, "samples": samples, "epochs": epochs, "batch": batch, "steps": steps, "prune_s": wall,
-           "steps_alone_s": alone, "ratio": wall / alone, "phases_s": getattr(result, "seconds", {})}
-    print(f"prune {name}: {steps} steps, whole prune {wall:.1f} s, the steps alone {alone:.1f} s, "
-          f"ratio {row['ratio']:.2f}")
-    for phase, seconds in sorted(row["phases_s"].items(), key=lambda kv: -kv[1]):
-        print(f"  {phase:16s} {seconds:7.1f} s")
+
+def bench_prune(name, epochs, batch, work, python):
+    """`onnxoto prune` with the demo's settings on the bundled Fashion-MNIST data (10k training images, the
+    2k test images as --val), run by `python` (the project's environment, without torch: where torch is
+    installed, onnxruntime's training build imports it in every artifact-building child): its wall time
+    against the time its own training steps took (PruneResult.seconds: session.train_step and the HESSO
+    step; batch assembly and everything else count as overhead)."""
+    import subprocess
+
+    if name == "demo":
+        path = os.path.join(REPO, "onnxoto", "data", "fmnist_resnet.onnx")
+    else:
+        torch.manual_seed(0)
+        path = os.path.join(work, f"{name}_prune.onnx")
+        export(MODELS[name](), path)
+    data = os.path.join(REPO, "onnxoto", "data")
+    done = subprocess.run([python, "-c", _PRUNE, path, os.path.join(data, "fmnist_train.npz"),
+                           os.path.join(data, "fmnist_test.npz"), os.path.join(work, f"{name}_pruned.onnx"),
+                           str(epochs), str(batch)], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    seconds = result["seconds"]
+    row = {"model": name, "epochs": epochs, "batch": batch, "prune_s": seconds["total"],
+           "steps_s": seconds["training steps"], "ratio": seconds["total"] / seconds["training steps"],
+           "phases_s": seconds, "verified": result["verified"]}
+    print(f"prune {name} ({epochs} epochs, batch {batch}): whole prune {row['prune_s']:.1f} s, its training steps "
+          f"{row['steps_s']:.1f} s, ratio {row['ratio']:.2f}")
+    for phase, value in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {phase:26s} {value:7.1f} s")
     return row
-
-
-def steps_alone(path, x, y, steps, batch, threads, work):
-    """Wall time of `steps` training steps with the HESSO step, as prune takes them (same batches)."""
-    from onnxoto import graph, groups
-    from onnxoto.optim import SGD, Hesso
-    from onnxoto.prune.zigs import in_training_layout, optimizer_groups
-    from onnxoto.train import trainable_params
-
-    dense = graph.load(path, strict=True)
-    analysis = groups.analyze(dense)
-    with ort_session(path, os.path.join(work, "alone_artifacts"), threads) as session:
-        trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
-        zig_groups = optimizer_groups(analysis, trainable, 1)
-        opt = Hesso(session.params, zig_groups, SGD(lr=LR, momentum=0.9), total_steps=steps, target_sparsity=0.5)
-        name = session.input_names[0]
-        t0 = time.perf_counter()
-        for k in range(steps):
-            rows = slice((k * batch) % len(x), (k * batch) % len(x) + batch)
-            session.train_step({name: x[rows]}, y[rows])
-            opt.step(session.grads)
-        return time.perf_counter() - t0
 
 
 def main():
@@ -291,9 +286,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-steps", type=int, default=5)
-    ap.add_argument("--prune", default=None, help="a model name: also time the whole prune against its steps")
-    ap.add_argument("--prune-samples", type=int, default=2560)
+    ap.add_argument("--prune", default=None, help="demo (the bundled model) or a model name: also time the whole "
+                                                  "prune against its training steps")
     ap.add_argument("--prune-epochs", type=int, default=2)
+    ap.add_argument("--prune-python", default=os.path.join(REPO, ".venv", "bin", "python"),
+                    help="the python that runs prune (the project's environment, without torch)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "train.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -301,14 +298,13 @@ def main():
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, shared with other jobs",
            "torch": torch.__version__, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_average_start": os.getloadavg()[0], "steps": [], "profiles": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
-        for name in args.models.split(","):
+        for name in [m for m in args.models.split(",") if m]:
             out["steps"].append(bench_steps(name, args.batch, args.threads, args.rounds, work))
         if args.profile:
-            for name in args.models.split(","):
+            for name in [m for m in args.models.split(",") if m]:
                 out["profiles"].append(bench_profile(name, args.batch, args.threads, args.profile_steps, work))
         if args.prune:
-            out["prune"] = bench_prune(args.prune, args.prune_samples, args.prune_epochs, args.batch, args.threads,
-                                       work)
+            out["prune"] = bench_prune(args.prune, args.prune_epochs, args.batch, work, args.prune_python)
     out["load_average_end"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -8,9 +8,12 @@ import numpy as np
 
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
-from ..train.data import LABELS
+from ..train.data import LABELS, Dataset
+from .clock import Clock
 
 CHECKPOINT = "checkpoint.npz"
+TEACHER = "onnxoto.teacher:"  # dataset key prefix of the teacher's outputs, computed once
+TEACHER_CACHE_BYTES = 512 << 20  # past this the teacher runs at every step instead
 
 
 class TrainingStopped(OnnxotoError):
@@ -21,9 +24,30 @@ def targets_for(batch, session, teacher):
     """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
     if session.loss.kind == "cross_entropy":
         return batch[LABELS]
-    names = [i.name for i in teacher.get_inputs()]
-    outputs = teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
+    outputs = [batch.get(TEACHER + name) for name in session.loss.outputs]
+    if any(output is None for output in outputs):
+        outputs = teacher_outputs(batch, teacher, session.loss.outputs)
     return [batch[LABELS], *outputs] if session.loss.kind == "cross_entropy+distill" else outputs
+
+
+def teacher_outputs(batch, teacher, names):
+    inputs = [i.name for i in teacher.get_inputs()]
+    return teacher.run(list(names), {n: batch[n] for n in inputs})
+
+
+def with_teacher_outputs(dataset, loss, teacher, batch_size):
+    """`dataset` plus the teacher's outputs of every sample (keys TEACHER + output name), computed once
+    rather than at every step of every epoch; `dataset` itself for cross-entropy alone, or when they would
+    take more than TEACHER_CACHE_BYTES (then targets_for runs the teacher per batch)."""
+    if loss.kind == "cross_entropy" or teacher is None:
+        return dataset
+    batches = dataset.batches(batch_size)
+    first = teacher_outputs(next(batches), teacher, loss.outputs)
+    if sum(o.nbytes for o in first) / max(len(first[0]), 1) * len(dataset) > TEACHER_CACHE_BYTES:
+        return dataset
+    parts = [first] + [teacher_outputs(batch, teacher, loss.outputs) for batch in batches]
+    outputs = {TEACHER + name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(loss.outputs)}
+    return Dataset({**dataset.arrays, **outputs}, dataset.labels, dataset.source)
 
 
 def model_inputs(batch, session):
@@ -36,11 +60,12 @@ def epoch_batches(dataset, batch_size, seed, epoch):
 
 
 def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None,
-          comm=None, on_epoch=None):
+          comm=None, on_epoch=None, clock=None):
     """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0).
 
-    on_epoch(): extra numbers for the epoch's record (the validation metric)."""
+    on_epoch(): extra numbers for the epoch's record (the validation metric). clock: times the phases."""
     comm = comm or Communicator()
+    clock = clock or Clock()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     base_lr = options.learning_rate(session.loss.kind)
     history = history if history is not None else []
@@ -55,23 +80,28 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
             for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
                 if epoch == start_epoch and step < skip:
                     continue
-                loss = train_step(session, batch, teacher, comm)
+                with clock.phase("training steps"):
+                    loss = train_step(session, batch, teacher, comm)
                 if not math.isfinite(loss):
                     raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
                                           "(with --report DIR the last good checkpoint is kept there)")
                 optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
                                                   epoch * steps_per_epoch + step, options.epochs * steps_per_epoch)
-                optimizer.step(session.grads)
+                with clock.phase("training steps"):
+                    optimizer.step(session.grads)
                 losses.append(loss)
                 position = (epoch, step + 1)
                 _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
+            with clock.phase("validation"):
+                validation = on_epoch() if on_epoch else {}
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                      **optimizer.metrics(), **(on_epoch() if on_epoch else {})}
+                      **optimizer.metrics(), **validation}
             history.append(record)
             position = (epoch + 1, 0)
             comm.check_same(param_checksum(session.params))
             if comm.is_root:
-                save_checkpoint(workdir, session, optimizer, *position, history)
+                with clock.phase("checkpoints"):
+                    save_checkpoint(workdir, session, optimizer, *position, history)
             val = f", val {record['val_metric']:.4f}" if record.get("val_metric") is not None else ""
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}{val}")

@@ -19,14 +19,15 @@ from ..train import (TrainingSession, check_recalibration, load_data, loss_for, 
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
+from .clock import Clock
 from .evaluate import evaluate, metric_kind, session_model, training_model
-from .loop import model_inputs, targets_for, train
+from .loop import model_inputs, targets_for, train, with_teacher_outputs
 from .options import PruneOptions
 from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
-RECALIBRATION_BATCHES = 100  # BatchNorm statistics of the written model: 6,400 samples at batch 64
-VAL_RECALIBRATION_BATCHES = 20  # those of the epochs' validation metric: cheaper, close enough to compare epochs
+RECALIBRATION_SAMPLES = 6400  # BatchNorm statistics of the written model, in batches of the training batch size
+VAL_RECALIBRATION_SAMPLES = 1280  # those of the epochs' validation metric: cheaper, close enough to compare epochs
 
 
 @dataclass
@@ -47,6 +48,7 @@ class PruneResult:
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
     is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
+    seconds: dict = field(default_factory=dict)  # wall time per phase of the run ("training steps", ..., "total")
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -57,6 +59,14 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         setattr(options, key, value)
     options.validate()
     comm = comm or dist.communicator(options.device)  # one process: a no-op
+    clock = Clock()
+    with clock.phase("total"):
+        result = _prune(model, data, output, val, options, workdir, resume, log, comm, clock)
+    result.seconds = dict(clock.seconds)
+    return result
+
+
+def _prune(model, data, output, val, options, workdir, resume, log, comm, clock):
     log = log if comm.is_root else (lambda line: None)
     output = output or _default_output(model)
     _check_output(output)
@@ -76,9 +86,11 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     os.makedirs(workdir, exist_ok=True)
     try:
         teacher = measure_session(dense.proto)
-        shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
+        with clock.phase("teacher outputs"):
+            training_data = with_teacher_outputs(dataset, loss, teacher, options.batch_size)
+        shard = dist.shard(training_data, comm, options.batch_size, presharded)  # this rank's part of each batch
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric)
+                                       val_set, metric, clock)
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
@@ -88,11 +100,12 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
         # a branch inside another erased branch goes with it: the outer one is reported
         erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
-        trained_model = graph.Model.from_proto(trained, dense.name)
-        pruned = cut(trained_model, analysis.groups, keep, erased)
-        # the certificate compares with the trained model itself: this also proves its zeros are exact
-        floors = scale_floors(trained_model, trained_model.output_names)
-        diff = _verify_on_data(trained, pruned, dataset, options, floors)
+        with clock.phase("cut and certificate"):
+            trained_model = graph.Model.from_proto(trained, dense.name)
+            pruned = cut(trained_model, analysis.groups, keep, erased)
+            # the certificate compares with the trained model itself: this also proves its zeros are exact
+            floors = scale_floors(trained_model, trained_model.output_names)
+            diff = _verify_on_data(trained, pruned, dataset, options, floors)
         if diff > TOLERANCE:
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
@@ -101,20 +114,23 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         result.settings = options.resolved(loss.kind, comm.size)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
-        sample = next(dataset.batches(options.batch_size))
-        result.dense.update(profile(model, batch=options.batch_size, sample=sample))
-        result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
-        reference = session_model(teacher)
-        result.dense["metric"] = evaluate(reference, val_set, metric, reference)
-        result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
+        with clock.phase("measuring"):
+            sample = next(dataset.batches(options.batch_size))
+            result.dense.update(profile(model, batch=options.batch_size, sample=sample))
+            result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
+            reference = session_model(teacher)
+            result.dense["metric"] = evaluate(reference, val_set, metric, reference)
+            result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
         return result
     finally:
         if not keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
+           clock=None):
     """Returns (trained ModelProto, optimizer, history)."""
+    clock = clock or Clock()
     batchnorm = options.batchnorm_mode(comm.size)
     if batchnorm == "batch":
         check_recalibration(dense.proto)
@@ -130,11 +146,13 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
     zig_groups = in_training_layout(zig_groups, param_map)
     steps = options.epochs * -(-len(dataset) // options.batch_size)
-    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
-                         requires_grad=param_map.training_params(trainable), model_name=dense.name,
-                         batchnorm=batchnorm) as session:
-        export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
-                                                               options.batch_size, batchnorm, batches)
+    with clock.phase("training graph"):
+        session = TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+                                  requires_grad=param_map.training_params(trainable), model_name=dense.name,
+                                  batchnorm=batchnorm)
+    with session:
+        export = lambda samples=RECALIBRATION_SAMPLES: _export(dense, session, param_map, dataset,  # noqa: E731
+                                                               options.batch_size, batchnorm, samples)
         lr = options.learning_rate(loss.kind)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
@@ -153,8 +171,10 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         if val_set is not None and comm.is_root:
             on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
                                                        val_set, metric, session_model(teacher))}
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
-        trained = export()
+        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch,
+                        clock=clock)
+        with clock.phase("export and recalibration"):
+            trained = export()
     return trained, opt, history
 
 
@@ -163,15 +183,15 @@ def _model_so_far(session, batchnorm, export):
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(measure_session(export(VAL_RECALIBRATION_BATCHES)))
+    return session_model(measure_session(export(VAL_RECALIBRATION_SAMPLES)))
 
 
-def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
+def _export(dense, session, param_map, dataset, batch_size, batchnorm, samples):
     """The dense graph with the session's weights; trained on batch statistics, BatchNorm's running
-    statistics are then recalibrated on `batches` batches of the training data."""
+    statistics are then recalibrated on the first `samples` training samples (whole batches)."""
     trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
     if batchnorm == "batch":
-        trained = recalibrate_batchnorm(trained, dataset, batches=batches, batch_size=batch_size)
+        trained = recalibrate_batchnorm(trained, dataset, batches=-(-samples // batch_size), batch_size=batch_size)
     return trained
 
 

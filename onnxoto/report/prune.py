@@ -16,6 +16,7 @@ def report_json(result):
         "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
         "groups": result.groups, "erased": result.erased, "history": result.history, "settings": result.settings,
+        "seconds": result.seconds,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
