@@ -87,8 +87,10 @@ def prune_options(defaults=None, only=None):
             if not meta.get("cli") or (only is not None and f.name not in only):
                 continue
             default = (defaults or {}).get(f.name, f.default)
-            kind = click.Choice(meta["choices"]) if meta["choices"] else meta["type"]
-            command = click.option(flag(f.name), f.name, type=kind, default=default, help=meta["help"],
+            # choices are checked by PruneOptions, so a wrong one is a one-line error like any other
+            metavar = f"[{'|'.join(meta['choices'])}]" if meta["choices"] else None
+            command = click.option(flag(f.name), f.name, type=meta["type"] or str, default=default,
+                                   metavar=metavar, help=meta["help"],
                                    show_default=meta["show_default"] and default is not None)(command)
         return command
     return decorate
