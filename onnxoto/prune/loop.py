@@ -22,12 +22,13 @@ class TrainingStopped(OnnxotoError):
 
 def targets_for(batch, session, teacher):
     """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
-    if session.loss.kind == "cross_entropy":
-        return batch[LABELS]
-    outputs = [batch.get(TEACHER + name) for name in session.loss.outputs]
-    if any(output is None for output in outputs):
-        outputs = teacher_outputs(batch, teacher, session.loss.outputs)
-    return [batch[LABELS], *outputs] if session.loss.kind == "cross_entropy+distill" else outputs
+    loss = session.loss.form
+    outputs = []
+    if loss.teacher:
+        outputs = [batch.get(TEACHER + name) for name in session.loss.outputs]
+        if any(output is None for output in outputs):
+            outputs = teacher_outputs(batch, teacher, session.loss.outputs)
+    return loss.targets(batch[LABELS] if loss.class_labels else None, outputs)
 
 
 def teacher_outputs(batch, teacher, names):
@@ -37,9 +38,9 @@ def teacher_outputs(batch, teacher, names):
 
 def with_teacher_outputs(dataset, loss, teacher, batch_size):
     """`dataset` plus the teacher's outputs of every sample (keys TEACHER + output name), computed once
-    rather than at every step of every epoch; `dataset` itself for cross-entropy alone, or when they would
+    rather than at every step of every epoch; `dataset` itself for a loss without a teacher, or when they would
     take more than TEACHER_CACHE_BYTES (then targets_for runs the teacher per batch)."""
-    if loss.kind == "cross_entropy" or teacher is None:
+    if not loss.form.teacher or teacher is None:
         return dataset
     batches = dataset.batches(batch_size)
     first = teacher_outputs(next(batches), teacher, loss.outputs)
@@ -67,7 +68,7 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     comm = comm or Communicator()
     clock = clock or Clock()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
-    base_lr = options.learning_rate(session.loss.kind)
+    base_lr = options.learning_rate(session.loss.form)
     history = history if history is not None else []
     start_epoch, skip = 0, 0
     if resume:
