@@ -15,8 +15,9 @@ scaled inside the graph); random weights and random Fashion-MNIST-shaped batches
 2. --profile: per-operator-kind milliseconds of one step in each framework (onnxruntime's session
    profiler, torch.profiler), medians over steps: which kernels the gap is made of.
 3. --prune demo|MODEL: the whole `onnxoto prune` (training graph, teacher forwards, training, validation,
-   recalibration, certificate, measuring) with the demo's settings on the bundled Fashion-MNIST data for
-   --prune-epochs epochs, against its training steps alone, as prune itself timed them (PruneResult.seconds).
+   recalibration, certificate, measuring) with the settings of `onnxoto demo` (by default all of them: 8 epochs
+   at batch 64) on the bundled Fashion-MNIST data, against its training steps alone, as prune itself timed
+   them (PruneResult.seconds).
 """
 import argparse
 import collections
@@ -122,12 +123,17 @@ def timed(step):
     return time.perf_counter() - t0
 
 
-def bench_steps(name, batch, threads, rounds, work):
+def exported(name, batch, work):
+    """(the torch model, its ONNX export, a random batch of inputs and labels)."""
     torch.manual_seed(0)
     model = MODELS[name]()
     path = os.path.join(work, f"{name}.onnx")
     export(model, path)
-    x, y = random_batch(batch, seed=1)
+    return (model, path, *random_batch(batch, seed=1))
+
+
+def bench_steps(name, batch, threads, rounds, work):
+    model, path, x, y = exported(name, batch, work)
     with ort_session(path, os.path.join(work, f"{name}_artifacts"), threads) as session:
         steps = {"torch": TorchStep(model, x, y), "onnxruntime": OrtStep(session, x, y)}
         for step in steps.values():  # warm-up: allocations, first-run kernel choices
@@ -207,11 +213,7 @@ def _medians(rows):
 
 def bench_profile(name, batch, threads, steps, work):
     """Both profilers on, one step of each framework in turn: medians per kind."""
-    torch.manual_seed(0)
-    model = MODELS[name]()
-    path = os.path.join(work, f"{name}.onnx")
-    export(model, path)
-    x, y = random_batch(batch, seed=1)
+    model, path, x, y = exported(name, batch, work)
     prefix = os.path.join(work, f"{name}_ort_profile")
     torch_step, torch_rows, ort_walls, warm = TorchStep(model, x, y), [], [], 2
     with ort_session(path, os.path.join(work, f"{name}_profile_artifacts"), threads, prefix) as session:
@@ -239,10 +241,10 @@ def bench_profile(name, batch, threads, steps, work):
 
 _PRUNE = """
 import json, sys
+from onnxoto.cli import DEMO
 from onnxoto.prune import PruneOptions, prune
 model, train, val, output, epochs, batch = sys.argv[1:7]
-options = PruneOptions(epochs=int(epochs), batch_size=int(batch), loss="ce+distill", target_flops=0.5, lr=0.02,
-                       round_to=8)
+options = PruneOptions(**{**DEMO, "epochs": int(epochs), "batch_size": int(batch)})
 result = prune(model, train, output=output, val=val, options=options, log=lambda line: None)
 print(json.dumps({"seconds": result.seconds, "verified": result.verified}))
 """
@@ -250,7 +252,7 @@ print(json.dumps({"seconds": result.seconds, "verified": result.verified}))
 
 def bench_prune(name, epochs, batch, work, python):
     """`onnxoto prune` with the demo's settings on the bundled Fashion-MNIST data (10k training images, the
-    2k test images as --val), run by `python` (the project's environment, without torch: where torch is
+    2k test images as --val; `name` demo: the bundled model, which makes this `onnxoto demo`), run by `python` (the project's environment, without torch: where torch is
     installed, onnxruntime's training build imports it in every artifact-building child): its wall time
     against the time its own training steps took (PruneResult.seconds: session.train_step and the HESSO
     step; batch assembly and everything else count as overhead)."""
@@ -288,7 +290,8 @@ def main():
     ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--prune", default=None, help="demo (the bundled model) or a model name: also time the whole "
                                                   "prune against its training steps")
-    ap.add_argument("--prune-epochs", type=int, default=2)
+    ap.add_argument("--prune-epochs", type=int, default=8, help="8 and --prune-batch 64: `onnxoto demo` itself")
+    ap.add_argument("--prune-batch", type=int, default=64)
     ap.add_argument("--prune-python", default=os.path.join(REPO, ".venv", "bin", "python"),
                     help="the python that runs prune (the project's environment, without torch)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "train.json"))
@@ -304,7 +307,7 @@ def main():
             for name in [m for m in args.models.split(",") if m]:
                 out["profiles"].append(bench_profile(name, args.batch, args.threads, args.profile_steps, work))
         if args.prune:
-            out["prune"] = bench_prune(args.prune, args.prune_epochs, args.batch, work, args.prune_python)
+            out["prune"] = bench_prune(args.prune, args.prune_epochs, args.prune_batch, work, args.prune_python)
     out["load_average_end"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
