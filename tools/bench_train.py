@@ -11,7 +11,8 @@ scaled inside the graph); random weights and random Fashion-MNIST-shaped batches
 1. Step: forward, backward (BatchNorm on batch statistics in both, as `prune` trains in one process)
    and SGD with momentum 0.9 over every parameter (torch.optim.SGD; onnxoto.optim.SGD on onnxruntime's
    buffers). Both frameworks get --threads threads and run in this process, one step each in turn
-   (the order alternating by round), so that both see the same load; medians of --rounds steps.
+   (the order alternating by round), so that both see the same load; medians of --rounds steps, of wall
+   time and of the process's CPU time (steadier on shared cores).
 2. --profile: per-operator-kind milliseconds of one step in each framework (onnxruntime's session
    profiler, torch.profiler), medians over steps: which kernels the gap is made of.
 3. --prune demo|MODEL: the whole `onnxoto prune` (training graph, teacher forwards, training, validation,
@@ -123,6 +124,14 @@ def timed(step):
     return time.perf_counter() - t0
 
 
+def timed_cpu(step):
+    """(wall seconds, CPU seconds of this process's threads) of one step. On shared cores the CPU time is the
+    steadier measure of a framework's own work: a preempted thread accrues none."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    step()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
 def exported(name, batch, work):
     """(the torch model, its ONNX export, a random batch of inputs and labels)."""
     torch.manual_seed(0)
@@ -141,14 +150,17 @@ def bench_steps(name, batch, threads, rounds, work):
         times = {k: [] for k in steps}
         for r in range(rounds):
             for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-                times[k].append(timed(steps[k]))
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                times[k].append(timed_cpu(steps[k]))
+    wall = {k: statistics.median(w for w, _ in v) * 1e3 for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) * 1e3 for k, v in times.items()}
     row = {"model": name, "params": sum(p.numel() for p in model.parameters()), "batch": batch, "threads": threads,
-           "rounds": rounds, "torch_ms": med["torch"], "ort_ms": med["onnxruntime"],
-           "ratio": med["onnxruntime"] / med["torch"],
-           "torch_ms_all": [t * 1e3 for t in times["torch"]], "ort_ms_all": [t * 1e3 for t in times["onnxruntime"]]}
-    print(f"{name:10s} {row['params']:>8,d} params  torch {row['torch_ms']:7.1f} ms  onnxruntime "
-          f"{row['ort_ms']:7.1f} ms  ratio {row['ratio']:.2f}", flush=True)
+           "rounds": rounds, "torch_ms": wall["torch"], "ort_ms": wall["onnxruntime"],
+           "ratio": wall["onnxruntime"] / wall["torch"], "torch_cpu_ms": cpu["torch"], "ort_cpu_ms": cpu["onnxruntime"],
+           "cpu_ratio": cpu["onnxruntime"] / cpu["torch"],
+           "torch_ms_all": [w * 1e3 for w, _ in times["torch"]], "ort_ms_all": [w * 1e3 for w, _ in times["onnxruntime"]]}
+    print(f"{name:10s} {row['params']:>8,d} params  wall: torch {row['torch_ms']:7.1f} ms  onnxruntime "
+          f"{row['ort_ms']:7.1f} ms  ratio {row['ratio']:.2f}   CPU: torch {row['torch_cpu_ms']:7.1f} ms  "
+          f"onnxruntime {row['ort_cpu_ms']:7.1f} ms  ratio {row['cpu_ratio']:.2f}", flush=True)
     return row
 
 
