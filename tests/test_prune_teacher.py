@@ -8,7 +8,7 @@ import pytest
 
 from onnxoto import graph
 from onnxoto.prune import loop
-from onnxoto.report.measure import session as inference_session
+from onnxoto.graph import session as inference_session
 from onnxoto.train import load_data, loss_for
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "onnxoto", "data")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
-from ..train.data import LABELS, Dataset
+from ..train import LABELS, Dataset
 from .clock import Clock
 
 CHECKPOINT = "checkpoint.npz"

@@ -6,10 +6,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxoto.errors import ModelError
-from onnxoto.graph.load import default_opset
-from onnxoto.train.data import Dataset
-from onnxoto.train.trainable import unique_name
+from ..errors import ModelError
+from ..graph import default_opset, fresh_name, session as graph_session, taken_names
+from .data import Dataset
 
 
 def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int | None = 100,
@@ -20,14 +19,12 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
     The inputs are measured with every BatchNorm normalizing by its batch's statistics, as in
     training: measured through the old running statistics, a layer's input would depend on the
     stale statistics of the layers before it."""
-    import onnxruntime
-
     bn_nodes = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
     if not bn_nodes:
         return model
     probe = _in_training_mode(copy.deepcopy(model))
     statistics = _expose_batch_statistics(probe)
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = graph_session(probe)
     feed_names = [i.name for i in session.get_inputs()]
     fetched = [output for outputs in statistics.values() for output in outputs]
     totals = {name: _Moments() for name in statistics}
@@ -76,13 +73,13 @@ def _expose_batch_statistics(probe: onnx.ModelProto) -> dict[str, tuple[str, str
     computed or copied out (measured: copying every BN input out and reducing it in numpy took over half
     of recalibration)."""
     statistics = {}
-    taken = {name for node in probe.graph.node for name in [*node.input, *node.output]}
+    taken = taken_names(probe.graph)
     types = {init.name: init.data_type for init in probe.graph.initializer}
     for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
         kept = [a for a in node.attribute if a.name != "momentum"]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("momentum", 0.0)])
-        size = unique_name(f"{node.output[0]}_input_size", taken)
+        size = fresh_name(f"{node.output[0]}_input_size", taken)
         probe.graph.node.append(helper.make_node("Size", [node.input[0]], [size]))
         outputs = (node.output[1], node.output[2], size)
         stats_type = types.get(node.input[3], onnx.TensorProto.FLOAT)  # the running statistics' own type
@@ -101,12 +98,12 @@ def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:  # the converter's messages are C++ assertions
             raise ModelError(f"cannot recalibrate BatchNorm: converting opset {default_opset(probe)} to 14 failed "
                              f"({str(exc).splitlines()[-1][:120]}); train with --batchnorm frozen") from None
-    taken = {name for node in probe.graph.node for name in node.output}
+    taken = taken_names(probe.graph)
     for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
         kept = [a for a in node.attribute if a.name != "training_mode"]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("training_mode", 1)])
-        outputs = [node.output[0]] + [unique_name(f"{node.output[0]}_running_{part}", taken) for part in ("mean", "var")]
+        outputs = [node.output[0]] + [fresh_name(f"{node.output[0]}_running_{part}", taken) for part in ("mean", "var")]
         del node.output[:]
         node.output.extend(outputs)
     return probe

@@ -3,7 +3,8 @@ Relu as a multiplication by its mask (onnxruntime's ReluGrad is far slower than 
 import numpy as np
 from onnx import TensorProto, helper
 
-from onnxoto.train.forms.context import Context, NotNeeded, attribute
+from ...ops import attribute
+from .context import Context, NotNeeded
 
 
 def _hard_sigmoid(x: str, alpha: float, beta: float, ctx: Context, base: str, output: str | None = None) -> str:
