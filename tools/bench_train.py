@@ -157,7 +157,8 @@ def bench_steps(name, batch, threads, rounds, work):
            "rounds": rounds, "torch_ms": wall["torch"], "ort_ms": wall["onnxruntime"],
            "ratio": wall["onnxruntime"] / wall["torch"], "torch_cpu_ms": cpu["torch"], "ort_cpu_ms": cpu["onnxruntime"],
            "cpu_ratio": cpu["onnxruntime"] / cpu["torch"],
-           "torch_ms_all": [w * 1e3 for w, _ in times["torch"]], "ort_ms_all": [w * 1e3 for w, _ in times["onnxruntime"]]}
+           "torch_ms_all": [w * 1e3 for w, _ in times["torch"]],
+           "ort_ms_all": [w * 1e3 for w, _ in times["onnxruntime"]]}
     print(f"{name:10s} {row['params']:>8,d} params  wall: torch {row['torch_ms']:7.1f} ms  onnxruntime "
           f"{row['ort_ms']:7.1f} ms  ratio {row['ratio']:.2f}   CPU: torch {row['torch_cpu_ms']:7.1f} ms  "
           f"onnxruntime {row['ort_cpu_ms']:7.1f} ms  ratio {row['cpu_ratio']:.2f}", flush=True)
@@ -264,7 +265,8 @@ print(json.dumps({"seconds": result.seconds, "verified": result.verified}))
 
 def bench_prune(name, epochs, batch, work, python):
     """`onnxoto prune` with the demo's settings on the bundled Fashion-MNIST data (10k training images, the
-    2k test images as --val; `name` demo: the bundled model, which makes this `onnxoto demo`), run by `python` (the project's environment, without torch: where torch is
+    2k test images as --val; `name` demo: the bundled model, which makes this `onnxoto demo`), run by
+    `python` (the project's environment, without torch: where torch is
     installed, onnxruntime's training build imports it in every artifact-building child): its wall time
     against the time its own training steps took (PruneResult.seconds: session.train_step and the HESSO
     step; batch assembly and everything else count as overhead)."""
@@ -311,7 +313,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, shared with other jobs",
-           "torch": torch.__version__, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_average_start": os.getloadavg()[0], "steps": [], "profiles": []}
+           "torch": torch.__version__, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+           "load_average_start": os.getloadavg()[0], "steps": [], "profiles": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
         for name in [m for m in args.models.split(",") if m]:
             out["steps"].append(bench_steps(name, args.batch, args.threads, args.rounds, work))
