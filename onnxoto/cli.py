@@ -82,6 +82,10 @@ def verify(model, subsets, seed, json_path):
 @click.option("-o", "--output", type=click.Path(), help="Pruned model path [MODEL.pruned.onnx].")
 @click.option("--target-sparsity", type=float, help="Fraction of channels (ZIGs) to remove [0.5].")
 @click.option("--target-flops", type=float, help="Fraction of FLOPs to remove (instead of --target-sparsity).")
+@click.option("--target-latency", type=float,
+              help="Keep at most this fraction of the dense latency at the latency table's batch.")
+@click.option("--latency-table", type=click.Path(),
+              help="`onnxoto profile`'s table from the deployment machine [measured here when needed].")
 @click.option("--optimizer", type=click.Choice(["hesso", "hesso-cric", "dhspg"]), default="hesso", show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -95,7 +99,8 @@ def verify(model, subsets, seed, json_path):
               help="ce+distill: factor of the KL term.")
 @click.option("--temperature", type=float, default=4.0, show_default=True,
               help="ce+distill: softmax temperature of the KL term.")
-@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts a multiple of K.")
+@click.option("--round-to", default="1", show_default=True,
+              help="Keep channel counts a multiple of K; auto: the block the latency table shows fast.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
@@ -108,14 +113,15 @@ def verify(model, subsets, seed, json_path):
                    "process), or frozen running statistics (default on several ranks).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
+def prune(model, data, val, output, target_sparsity, target_flops, target_latency, latency_table, optimizer, epochs, batch_size, lr, base, loss,
           distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, batchnorm,
           seed):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
-                           target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                           target_flops=target_flops, target_latency=target_latency, latency_table=latency_table,
+                           optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                            lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
                            round_to=round_to, device=device, seed=seed, erase=erase,
                            saliency_scope=saliency_scope, batchnorm=batchnorm)
@@ -127,6 +133,35 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
     click.echo(summary_text(result))
     if workdir:
         write_report(result, workdir)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The latency table (JSON) to write.")
+@click.option("--batch", type=int, default=64, show_default=True, help="Batch the model will serve.")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads [onnxruntime's default].")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True, help="onnxruntime execution provider.")
+@click.option("--rounds", type=int, default=20, show_default=True,
+              help="Timed runs of each cut model (round-robin with the dense one; more on a noisy machine).")
+@user_errors
+def profile(model, output, batch, threads, provider, rounds):
+    """Measure MODEL's latency table on this machine: what each prunable group saves at each width.
+    Needs onnxruntime only (no training build): run it where the model will be served."""
+    from . import graph, groups
+    from .errors import OptionError
+    from .latency import measure_table
+    if batch < 1 or rounds < 1 or (threads is not None and threads < 1):
+        raise OptionError("--batch, --threads and --rounds must be at least 1")
+    import onnxruntime
+    if provider not in onnxruntime.get_available_providers():
+        raise OptionError(f"--provider {provider}: not in this onnxruntime "
+                          f"({', '.join(onnxruntime.get_available_providers())})")
+    analysis = groups.analyze(graph.load(model, strict=True))
+    table = measure_table(analysis, batch=batch, threads=threads, provider=provider, rounds=rounds,
+                          log=lambda line: click.echo(line, err=True))
+    table.save(output)
+    click.echo(f"{output}: {len(table.groups)} groups at batch {table.batch}, dense {table.dense_ms:.2f} ms; "
+               f"--round-to auto would pick {table.auto_block()}")
 
 
 @main.command()
@@ -163,11 +198,11 @@ def bench(dense, pruned, data, batch, repeats, json_path):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
     from .prune.evaluate import evaluate, metric_kind, session_model
-    from .report.measure import profile, session
+    from .report.measure import profile_pair, session
     from .report.prune import comparison_rows
     from .report.table import format_table
     from .train import load_data
-    result = {"dense": profile(dense, batch=batch, repeats=repeats), "pruned": profile(pruned, batch=batch, repeats=repeats)}
+    result = dict(zip(("dense", "pruned"), profile_pair([dense, pruned], batch=batch, repeats=repeats)))
     kind = None
     if data:
         dataset = load_data(data, graph.load(dense, strict=True).proto)
@@ -181,6 +216,7 @@ def bench(dense, pruned, data, batch, repeats, json_path):
         result[f"speedup_{key}"] = result["dense"]["latency_ms"][key] / result["pruned"]["latency_ms"][key]
     click.echo(format_table(["", "dense", "pruned", "ratio"], comparison_rows(result["dense"], result["pruned"], kind)))
     click.echo(f"\nideal speed-up (FLOPs ratio) {result['ideal_speedup']:.2f}x; realised: batch 1 "
-               f"{result['speedup_batch1']:.2f}x, batch {batch} {result['speedup_batchN']:.2f}x (medians of {repeats} runs)")
+               f"{result['speedup_batch1']:.2f}x, batch {batch} {result['speedup_batchN']:.2f}x (lower quartiles of "
+               f"{repeats} runs each, timed round-robin)")
     if json_path:
         write_json(json_path, result)

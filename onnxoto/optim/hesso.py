@@ -9,7 +9,7 @@ from .backend import array_module, to_numpy
 from .groups import ZigIndex, merge_bands
 from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
-from .select import select
+from .select import select, select_latency
 from .snapshot import restore_into, save_into
 
 # global: one ranking of raw saliencies, so a layer whose weights are small can be emptied first;
@@ -20,8 +20,13 @@ SCOPES = ("global", "group")
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope="global"):
-        if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
+                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope="global",
+                 target_latency=None, latency=None):
+        if target_latency is not None:  # keep at most this fraction of the dense latency, by `latency`'s table
+            if latency is None or not 0 < target_latency < 1:
+                raise OptionError(f"target latency must be in (0, 1) with a latency table, got {target_latency}")
+            target_sparsity = target_flops = None
+        elif target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
             raise OptionError(f"target FLOPs fraction must be in (0, 1), got {target_flops}")
@@ -41,6 +46,7 @@ class Hesso:
         self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
+        self.target_latency, self.latency = target_latency, latency
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -120,6 +126,10 @@ class Hesso:
         return inside
 
     def _select_channels(self, period, subset):
+        if self.target_latency is not None:
+            share = (period + 1) / self.schedule.periods
+            budget = self.latency.additive_for(1.0 - share * (1.0 - self.target_latency))
+            return select_latency(*subset, budget, [self.latency.savings(g.id) for g in self.groups])
         budget, cost = self._budget(period)
         limit = self._budget(self.schedule.periods - 1)[0]
         new = select(*subset, budget, cost, limit)

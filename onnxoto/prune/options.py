@@ -21,6 +21,8 @@ CE_DISTILL_SGD_LR = 2e-3
 class PruneOptions:
     target_sparsity: float | None = 0.5  # fraction of ZIGs (channels) removed
     target_flops: float | None = None  # fraction of FLOPs removed (instead of target_sparsity)
+    target_latency: float | None = None  # fraction of the dense latency kept at most (instead of both)
+    latency_table: str | None = None  # `onnxoto profile`'s table; None: measured on this machine
     optimizer: str = "hesso"
     epochs: int = 5
     batch_size: int = 64
@@ -30,7 +32,7 @@ class PruneOptions:
     loss: str | None = None  # default from the labels: ce for classes, mse for floats, distill without labels
     distill_weight: float = 1.0  # ce+distill: factor of the KL term
     temperature: float = 4.0  # ce+distill: softmax temperature of the KL term
-    round_to: int = 1  # kept channels per group a multiple of this
+    round_to: int | str = 1  # kept channels per group a multiple of this; "auto": the latency table's block
     device: str = "cpu"
     seed: int = 0
     erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
@@ -50,15 +52,21 @@ class PruneOptions:
             raise OptionError(f"--base {self.base!r}: expected one of {', '.join(BASES)}")
         if self.loss is not None and self.loss not in LOSSES:
             raise OptionError(f"--loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if self.target_flops is not None:
+        if self.target_latency is not None:
+            if self.target_flops is not None:
+                raise OptionError("--target-latency and --target-flops: give one target")
+            if self.erase:
+                raise OptionError("--target-latency does not erase branches yet: drop --erase")
+            self.target_sparsity = None
+            _fraction("--target-latency", self.target_latency)
+        elif self.target_flops is not None:
             self.target_sparsity = None
             _fraction("--target-flops", self.target_flops)
         else:
             _fraction("--target-sparsity", self.target_sparsity)
         if self.epochs < 1 or self.batch_size < 1:
             raise OptionError("--epochs and --batch-size must be at least 1")
-        if self.round_to < 1:
-            raise OptionError("--round-to must be at least 1")
+        self.round_to = _round_to(self.round_to)
         if self.device not in ("cpu", "cuda"):
             raise OptionError(f"--device {self.device!r}: expected cpu or cuda")
         if not 0.0 <= self.erase < 1.0:
@@ -93,6 +101,11 @@ class PruneOptions:
         return self.batchnorm or ("batch" if ranks == 1 else "frozen")
 
     @property
+    def needs_latency(self):
+        """Whether the run needs a latency table (given, or measured on this machine)."""
+        return self.target_latency is not None or self.round_to == "auto"
+
+    @property
     def loss_kind(self):
         return {"ce": "cross_entropy", "mse": "mse", "distill": "distill", "ce+distill": "cross_entropy+distill",
                 None: None}[self.loss]
@@ -101,3 +114,16 @@ class PruneOptions:
 def _fraction(flag, value):
     if value is None or not 0.0 < value < 1.0:
         raise OptionError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
+
+
+def _round_to(value):
+    """--round-to: "auto" or a whole number of at least 1."""
+    if value == "auto":
+        return value
+    try:
+        block = int(str(value))
+    except ValueError:
+        block = 0
+    if block < 1:
+        raise OptionError(f"--round-to {value!r}: expected a whole number of at least 1, or auto")
+    return block

@@ -11,7 +11,9 @@ from onnx import numpy_helper
 from .. import dist, graph, groups
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
-from ..report.measure import profile, session as measure_session
+from ..latency import LatencyTable, measure_table, measured_ratio
+from ..report.measure import profile_pair, session as measure_session
+from ..report.prune import latency_text
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
@@ -26,6 +28,7 @@ from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
 RECALIBRATION_BATCHES = 100  # BatchNorm statistics of the written model: 6,400 samples at batch 64
+LATENCY_SLACK = 0.1  # a measured latency more than 10% over its target is called a miss
 VAL_RECALIBRATION_BATCHES = 20  # those of the epochs' validation metric: cheaper, close enough to compare epochs
 
 
@@ -47,6 +50,7 @@ class PruneResult:
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
     is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
+    latency: dict = field(default_factory=dict)  # --target-latency: target, predicted and measured ratios
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -75,10 +79,14 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
     try:
+        table = _latency_table(analysis, options, workdir, resume, log, comm) if options.needs_latency else None
+        block = table.auto_block() if options.round_to == "auto" else options.round_to
+        if options.round_to == "auto":
+            log(f"--round-to auto: {block} (from the latency table at batch {table.batch})")
         teacher = measure_session(dense.proto)
         shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric)
+                                       val_set, metric, table, block)
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
@@ -99,11 +107,15 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         _save_atomically(pruned, output)
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
         result.settings = options.resolved(loss.kind, comm.size)
+        result.settings["round_to"] = block
+        if options.target_latency is not None:
+            result.latency = _latency_check(dense, pruned, table, keep, options.target_latency, log)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
         sample = next(dataset.batches(options.batch_size))
-        result.dense.update(profile(model, batch=options.batch_size, sample=sample))
-        result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
+        dense_profile, pruned_profile = profile_pair([model, output], batch=options.batch_size, sample=sample)
+        result.dense.update(dense_profile)
+        result.pruned.update(pruned_profile)
         reference = session_model(teacher)
         result.dense["metric"] = evaluate(reference, val_set, metric, reference)
         result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
@@ -113,7 +125,37 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
+def _latency_table(analysis, options, workdir, resume, log, comm):
+    """--latency-table, else one measured on this machine at the training batch (kept in the work
+    folder, where --resume finds it again: a new measurement would select differently)."""
+    saved = os.path.join(workdir, "latency_table.json")
+    if options.latency_table or (resume and os.path.exists(saved)):
+        source = options.latency_table or saved
+        table = LatencyTable.load(source)
+    elif comm.size > 1:  # each rank would measure its own table and select other channels
+        raise OptionError(f"--target-latency/--round-to auto on {comm.size} ranks: give --latency-table "
+                          "(`onnxoto profile` writes one)")
+    else:
+        log(f"measuring the latency table on this machine at batch {options.batch_size} (onnxoto profile)")
+        table, source = measure_table(analysis, batch=options.batch_size, log=log), saved
+        table.save(saved)
+    table.check_groups({g.id: g.num_zigs for g in analysis.prunable}, source)
+    return table
+
+
+def _latency_check(dense, pruned, table, keep, target, log):
+    """The written model's latency against the dense one's, measured here, next to the target."""
+    predicted = table.predict({gid: int(np.asarray(mask).sum()) for gid, mask in keep.items()})
+    measured = measured_ratio(dense, pruned, table)
+    met = measured <= target * (1 + LATENCY_SLACK)
+    result = {"target": target, "predicted": predicted, "measured": measured, "batch": table.batch,
+              "threads": table.threads, "met": met}
+    log(latency_text(result))
+    return result
+
+
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
+           table=None, block=1):
     """Returns (trained ModelProto, optimizer, history)."""
     batchnorm = options.batchnorm_mode(comm.size)
     if batchnorm == "batch":
@@ -123,7 +165,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
-    zig_groups = optimizer_groups(analysis, trainable, options.round_to)
+    zig_groups = optimizer_groups(analysis, trainable, block)
     if options.erase:
         zig_groups += unit_groups(analysis, trainable)
     if not zig_groups:
@@ -139,7 +181,8 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
                       total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
-                      flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
+                      flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1],
+                      target_latency=options.target_latency, latency=table, **options.extra)
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
             probe_target = targets_for(probe, session, teacher)
