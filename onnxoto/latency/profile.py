@@ -16,7 +16,7 @@ from .table import LatencyTable
 from .timing import interleaved_ms
 from .widths import table_widths
 
-CALIBRATION = (0.8, 0.6, 0.4, 0.25)  # kept fractions of every group for the joint cuts
+CALIBRATION = (0.85, 0.7, 0.55, 0.4, 0.25)  # kept fractions of every group for the joint cuts
 ROUNDS = 20
 
 
@@ -45,10 +45,7 @@ def measure_table(analysis, batch=64, threads=None, provider="CPUExecutionProvid
 
 def _calibrate(analysis, table, make, dense, feeds, rounds):
     """Uniform joint cuts: (additive saving the table predicts, saving measured)."""
-    plans = []
-    for fraction in CALIBRATION:
-        widths = {gid: _nearest(e["widths"], fraction * e["channels"]) for gid, e in table.groups.items()}
-        plans.append(widths)
+    plans = [{gid: _fastest_near(e, fraction) for gid, e in table.groups.items()} for fraction in CALIBRATION]
     if not plans or not table.groups:
         return []
     sessions = [make(cut(analysis.model, analysis.groups, _keep(analysis, w))) for w in plans]
@@ -65,8 +62,14 @@ def _keep(analysis, widths):
     return keep
 
 
-def _nearest(widths, target):
-    return min(widths, key=lambda w: (abs(w - target), -w))
+def _fastest_near(entry, fraction, spread=0.1):
+    """The width within `spread` of `fraction` of the group that the table shows fastest, as the
+    selection would prefer it; the nearest one when none is that close."""
+    n = entry["channels"]
+    near = [(r, w) for w, r in zip(entry["widths"], entry["ratio"]) if abs(w / n - fraction) <= spread]
+    if near:
+        return min(near)[1]
+    return min(entry["widths"], key=lambda w: abs(w - fraction * n))
 
 
 def _rows(feeds):
@@ -96,3 +99,10 @@ def measured_ratio(model, pruned_proto, table, rounds=3 * ROUNDS, seed=1):
     sessions = [session(p, threads=table.threads, provider=table.provider) for p in (model.proto, pruned_proto)]
     dense_ms, pruned_ms = interleaved_ms(sessions, feeds, rounds)
     return pruned_ms / dense_ms
+
+
+def same_machine(described):
+    """Whether a table's `machine` is this one (CPU, cores, onnxruntime): then a cut can be measured
+    where the table was."""
+    here = machine()
+    return all(described.get(k) == here[k] for k in ("cpu", "simd", "cores", "onnxruntime"))

@@ -21,7 +21,7 @@ class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
                  group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope="global",
-                 target_latency=None, latency=None):
+                 target_latency=None, latency=None, latency_fn=None):
         if target_latency is not None:  # keep at most this fraction of the dense latency, by `latency`'s table
             if latency is None or not 0 < target_latency < 1:
                 raise OptionError(f"target latency must be in (0, 1) with a latency table, got {target_latency}")
@@ -46,7 +46,9 @@ class Hesso:
         self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
-        self.target_latency, self.latency = target_latency, latency
+        # latency_fn(keep masks) -> latency of that cut as a fraction of the dense one, measured: where the
+        # table was measured on this machine, the last period's selection is checked against it
+        self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -127,9 +129,7 @@ class Hesso:
 
     def _select_channels(self, period, subset):
         if self.target_latency is not None:
-            share = (period + 1) / self.schedule.periods
-            budget = self.latency.additive_for(1.0 - share * (1.0 - self.target_latency))
-            return select_latency(*subset, budget, [self.latency.savings(g.id) for g in self.groups])
+            return self._select_for_latency(period, subset)
         budget, cost = self._budget(period)
         limit = self._budget(self.schedule.periods - 1)[0]
         new = select(*subset, budget, cost, limit)
@@ -145,6 +145,26 @@ class Hesso:
             budget, limit = budget * factor, limit * factor
             new = select(*subset, budget, cost, limit)
         return new
+
+    def _select_for_latency(self, period, subset):
+        """The period's share of the latency saving, by the table; in the last period, with a measured
+        latency_fn, the budget is corrected until the measured cut lands within 3% of the target."""
+        share = (period + 1) / self.schedule.periods
+        budget = self.latency.additive_for(1.0 - share * (1.0 - self.target_latency))
+        savings = [self.latency.savings(g.id) for g in self.groups]
+        new = select_latency(*subset, budget, savings)
+        if self.latency_fn is None or period < self.schedule.periods - 1:
+            return new
+        target, tried = self.target_latency, []
+        for _ in range(4):
+            measured = self.latency_fn({g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)})
+            tried.append((measured, new))
+            if abs(measured - target) <= 0.03 * target:
+                break
+            budget *= float(np.clip((1.0 - target) / max(1.0 - measured, 0.05), 0.5, 2.0))
+            new = select_latency(*subset, budget, savings)
+        below = [t for t in tried if t[0] <= target * 1.03]
+        return (max(below, key=lambda t: t[0]) if below else min(tried, key=lambda t: t[0]))[1]
 
     def _subset(self, which, scores, pruned=None):
         """(groups, scores, pruned) restricted to `which`, others presented as unprunable."""

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from .. import dist, graph, groups
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
-from ..latency import LatencyTable, measure_table, measured_ratio
+from ..latency import LatencyTable, measure_table, measured_ratio, same_machine
 from ..report.measure import profile_pair, session as measure_session
 from ..report.prune import latency_text
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
@@ -183,6 +183,9 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
                       total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
                       flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1],
                       target_latency=options.target_latency, latency=table, **options.extra)
+        if options.target_latency is not None and same_machine(table.machine):  # the cut can be measured
+            kwargs["latency_fn"] = lambda keep: measured_ratio(
+                dense, cut(dense, analysis.groups, _complete_keep(analysis, keep)), table)
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
             probe_target = targets_for(probe, session, teacher)
