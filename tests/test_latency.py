@@ -14,7 +14,7 @@ from onnxoto.errors import OptionError
 from onnxoto.latency import LatencyTable, measure_table
 from onnxoto.latency.profile import CALIBRATION
 from onnxoto.latency.widths import table_widths
-from onnxoto.optim import ZigGroup
+from onnxoto.optim import SGD, Hesso, ZigGroup, ZigSlice
 from onnxoto.optim.select import select_latency
 from onnxoto.prune import PruneOptions, prune
 
@@ -44,6 +44,29 @@ def test_knapsack_spends_the_budget_on_the_least_salient_saving_and_skips_slow_w
     assert set(np.flatnonzero(new[0])) == set(range(8))
     more = select_latency(groups_, scores, pruned, 0.35, [fast, dict(fast)])
     assert more[0].sum() == 8 and more[1].sum() == 8  # then b, never to a width off the fast steps
+
+
+def test_last_period_corrects_the_budget_against_the_measured_cut():
+    """The table over-promises (cuts together save 0.6 of what it adds up): with a measured latency_fn
+    the run still ends at the target; without one it stops where the table says."""
+    rng = np.random.default_rng(0)
+    entries = {gid: {"channels": 16, "widths": list(range(1, 16)), "ratio": [1 - 0.04 * (16 - w) for w in range(1, 16)],
+                     "flops_ratio": [w / 16 for w in range(1, 16)]} for gid in ("a", "b", "c")}
+    table = LatencyTable(batch=1, threads=1, provider="CPUExecutionProvider", dense_ms=1.0, groups=entries)
+
+    def measured(keep):
+        return 1 - 0.6 * table.additive({gid: int(mask.sum()) for gid, mask in keep.items()})
+
+    ends = []
+    for latency_fn in (measured, None):
+        params = {k: rng.standard_normal((16, 3)).astype(np.float32) for k in entries}
+        opt = Hesso(params, [ZigGroup(k, 16, [ZigSlice(k, 0, np.arange(16)[:, None])]) for k in entries], SGD(0.0),
+                    total_steps=40, target_latency=0.6, latency=table, latency_fn=latency_fn)
+        for _ in range(40):
+            opt.step({k: np.zeros_like(v) for k, v in params.items()})
+        ends.append(measured(opt.keep_masks()))
+    assert 0.6 * 0.97 - 0.05 <= ends[0] <= 0.6 * 1.03
+    assert ends[1] > 0.6 * 1.1  # the table alone, trusted: a miss the measurement catches
 
 
 def test_joint_correction_inverts_and_auto_block_finds_the_fast_steps():
@@ -129,6 +152,21 @@ def test_prune_to_a_latency_target_follows_the_table_and_measures_the_cut(tmp_pa
     assert 0.5 <= result.latency["predicted"] <= 0.62
     assert result.latency["measured"] > 0 and result.latency["met"] == (result.latency["measured"] <= 0.66)
     assert any(line.startswith("latency at batch 8:") for line in lines)
+
+
+def test_round_to_auto_takes_the_block_the_table_shows_fast(tmp_path):
+    model = os.path.join(MODELS, "vgg_bnfolded.onnx")
+    table_path = tmp_path / "table.json"
+    synthetic_table(groups.analyze(graph.load(model)), fast=lambda w: w % 16 == 0 or w == 8).save(table_path)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 3, 32, 32)).astype(np.float32))
+    lines = []
+    result = prune(model, str(data), str(tmp_path / "p.onnx"), log=lines.append,
+                   options=PruneOptions(epochs=2, batch_size=16, target_flops=0.4, round_to="auto",
+                                        latency_table=str(table_path), base="adamw"))
+    assert result.verified and result.settings["round_to"] == 16 and "--round-to auto: 16" in "\n".join(lines)
+    assert all(g["kept"] % 16 == 0 or g["kept"] == 8 for g in result.groups)
+    assert any(g["kept"] < g["channels"] for g in result.groups)
 
 
 @pytest.mark.parametrize("options, message", [
