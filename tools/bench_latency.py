@@ -70,10 +70,18 @@ def plan(args):
     if args.only == "demo":
         return [("resnet", "latency", 0.5, 8, 1), ("resnet", "flops", 0.5, 8, "auto")]
     runs = []
-    for target in (0.5, 0.7, 0.3):
+    for target in (0.5, 0.3, 0.7):
         for name in ("vgg", "resnet"):
             runs += [(name, "latency", target, args.epochs, 1), (name, "flops", target, args.epochs, 8)]
     return runs
+
+
+def kept_rows(args):
+    """--keep-flops: the FLOPs-targeted rows of an earlier run (the latency selection does not touch them)."""
+    if not args.keep_flops or not os.path.exists(args.json):
+        return []
+    with open(args.json) as f:
+        return [r for r in json.load(f)["rows"] if r["kind"] == "flops"]
 
 
 def print_rows(rows):
@@ -96,12 +104,16 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the latency table and checks")
     ap.add_argument("--rounds", type=int, default=40, help="timed runs per width in the latency tables")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep-flops", action="store_true", help="reuse the FLOPs-targeted rows already in --json")
     args = ap.parse_args()
     args.json = args.json or os.path.join(ROOT, "bench", f"latency_{args.only}.json")
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    rows = []
+    rows = kept_rows(args)
+    done = {(r["model"], r["kind"], r["target"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="onnxoto-latency-") as work:
         for run in plan(args):
+            if run[:3] in done:
+                continue
             rows.append(one(*run, args, work))
             with open(args.json, "w") as f:
                 json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine(), "threads": args.threads,

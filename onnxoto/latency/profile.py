@@ -8,6 +8,7 @@ import statistics
 import numpy as np
 import onnxruntime as ort
 
+from ..errors import ModelError
 from ..groups import keep_all
 from ..report.measure import session
 from ..surgery import cut
@@ -29,6 +30,8 @@ def measure_table(analysis, batch=64, threads=None, provider="CPUExecutionProvid
     dense = make(model.proto)
     groups, dense_ms = {}, []
     todo = [g for g in analysis.prunable if g.num_zigs > 1]
+    if not todo:
+        raise ModelError(f"{model.name}: no prunable group to time (run `onnxoto analyze` to see why)")
     for k, g in enumerate(todo):
         widths = table_widths(g.num_zigs)
         keeps = [_keep(analysis, {g.id: w}) for w in widths]
