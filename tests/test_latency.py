@@ -114,7 +114,7 @@ def test_profile_runs_on_plain_onnxruntime(tmp_path):
     code = ("import sys\n"
             "class Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.startswith(('onnxruntime.training', 'onnxoto.train')):\n"
+            "        if name.startswith('onnxruntime.training'):\n"
             "            raise ImportError('blocked: ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
             "from onnxoto.cli import main\n"

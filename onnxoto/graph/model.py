@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .normalize import FLOAT_TYPES
+from ..ops import FLOAT_TYPES
 
 
 @dataclass

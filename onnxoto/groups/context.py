@@ -3,8 +3,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from ..graph.operands import node_reads
-
-MUL, ADD = "mul", "add"  # zero-source roles: MUL zero makes the output zero; every ADD source must be zero
+from ..ops import ADD, MUL
 SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
 
 

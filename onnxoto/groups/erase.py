@@ -2,7 +2,7 @@
 
 A unit is the set of nodes that feed one input of a join (an Add or a Concat) and nothing else,
 back to the point where that input branches off the others.
-- Add: with every parameter of the unit zero its output must be exactly zero (the ZERO table),
+- Add: with every parameter of the unit zero its output must be exactly zero (the ops' zero facet),
   so the Add becomes a pass-through of the other input.
 - Concat: the branch's output is a segment of channels; the unit also owns what makes those
   channels exactly zero downstream (a BatchNorm after the Concat, say), taken from the channel
@@ -12,52 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph.operands import is_value_input, node_reads
+from onnx import numpy_helper
+
+from ..graph.operands import node_reads
+from ..ops import attribute, is_value_input, spec_of
 from .build import SINGLE_CHANNEL
-from .cost import attribute, model_cost, node_flops
+from .cost import model_cost, node_flops
 from .group import ParamSlice, PRODUCER
 from .masks import reduced_shapes
-
-
-def _all(node, z):
-    return all(z(i) for i in node.input if i)
-
-
-def _any(node, z):
-    return any(z(i) for i in node.input if i)
-
-
-def _first(node, z):
-    return z(node.input[0])
-
-
-def _affine(product_inputs, bias_inputs):
-    """Zero when a product operand is zero and every bias is zero (or absent)."""
-    def rule(node, z):
-        products = [node.input[i] for i in product_inputs if i < len(node.input) and node.input[i]]
-        biases = [node.input[i] for i in bias_inputs if i < len(node.input) and node.input[i]]
-        return any(z(p) for p in products) and all(z(b) for b in biases)
-    return rule
-
-
-# Is the output all zero, given which inputs are all zero? One entry per op type; absent = not zero.
-ZERO = {
-    **dict.fromkeys(["Relu", "LeakyRelu", "Elu", "Selu", "Tanh", "Erf", "Gelu", "HardSwish", "Abs", "Neg",
-                     "Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-                     "ReduceSum", "ReduceMax", "Resize", "Slice", "Split", "Pad", "Expand", "Tile",
-                     "Cast", "Sqrt", "Clip", "Mish", "Softsign"], _first),
-    **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean", "Concat"], _all),
-    "Mul": _any,
-    "Div": _first,
-    "MatMul": _any,
-    "Conv": _affine([0, 1], [2]),
-    "ConvTranspose": _affine([0, 1], [2]),
-    "Gemm": _affine([0, 1], [2]),
-    "BatchNormalization": _affine([1], [2]),
-    "InstanceNormalization": _affine([1], [2]),
-    "LayerNormalization": _affine([1], [2]),
-}
 
 
 @dataclass
@@ -146,7 +108,7 @@ def _branch(out, others, join, graph, model):
         if set(m.output) & graph.outputs or outside:
             return None  # something outside the branch reads it: not a separable branch
     params = sorted({i for m in members for k, i in enumerate(m.input)
-                     if _is_weight(i, model) and is_value_input(m.op_type, k)})  # not Resize's scales
+                     if _is_weight(i, model) and is_value_input(m, k)})  # not Resize's scales
     if not members or not params or graph.producer.get(out) not in members:
         return None
     if any(_name(r) not in own for p in params for r in graph.readers.get(p, [])):
@@ -161,14 +123,19 @@ def _is_weight(name, model):
 
 
 def _zero_when_params_zero(unit, model):
-    """Follow zeros from the unit's parameters to its output with the ZERO table."""
+    """Follow zeros from the unit's parameters to its output with each op's zero facet."""
     zero = set(unit.params)
     members = set(unit.nodes)
+
+    def const(name):
+        init = model.initializers.get(name) if name else None
+        return None if init is None else numpy_helper.to_array(init)
+
     for node in model.graph.node:
         if _name(node) not in members:
             continue
-        rule = ZERO.get(node.op_type)
-        if rule is not None and rule(node, lambda t: t in zero):
+        spec = spec_of(node)
+        if spec is not None and spec.zero is not None and spec.zero(node, lambda t: t in zero, const):
             zero.update(node.output)
     return unit.output in zero
 

@@ -1,18 +1,18 @@
 """Which ZIGs to prune: one global ranking by saliency, in blocks that keep each group's width one its
-`divisible` allows, never a whole group."""
+`round_to` allows, never a whole group."""
 import numpy as np
 
 
-def allowed_widths(n, divisible):
-    """Kept counts below n a group may shrink to, widest first: multiples of `divisible`, and under it
+def allowed_widths(n, round_to):
+    """Kept counts below n a group may shrink to, widest first: multiples of `round_to`, and under it
     multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input widths that are a
     multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one block."""
-    return [w for w in range(n - 1, 0, -1) if width_allowed(w, divisible)]
+    return [w for w in range(n - 1, 0, -1) if width_allowed(w, round_to)]
 
 
-def width_allowed(width, divisible):
-    """A multiple of `divisible`, or below it a multiple of half of it."""
-    div = max(1, divisible)
+def width_allowed(width, round_to):
+    """A multiple of `round_to`, or below it a multiple of half of it."""
+    div = max(1, round_to)
     half = max(1, div // 2)
     return width % div == 0 or (width < div and width % half == 0)
 
@@ -27,7 +27,7 @@ def blocks(group, score, pruned):
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
     out, start = [], 0
-    for width in allowed_widths(len(live), group.divisible):
+    for width in allowed_widths(len(live), group.round_to):
         block = order[start:len(live) - width]
         out.append((float(np.mean(score[block])), block))
         start = len(live) - width
@@ -83,7 +83,7 @@ def latency_steps(group, score, pruned, savings):
     n = len(live)
     base = savings.get(n, 0.0)
     points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
-              and width_allowed(w, group.divisible)]
+              and width_allowed(w, group.round_to)]
     steps, cost, saved, width = [], 0.0, 0.0, n
     while True:
         ahead = [((s - saved) / max(c - cost, 1e-12), c, s, w) for c, s, w in points if w < width and s > saved]

@@ -8,8 +8,8 @@ from ..graph import infer_shapes
 from ..graph.normalize import drop_unused_initializers
 from ..graph.operands import node_reads
 from ..groups import reduced_shapes, removed_positions
+from ..ops import spec_of
 from .erase import remove_units
-from .shapes import REWRITERS, set_attribute
 
 
 class ConstantEditor:
@@ -20,14 +20,12 @@ class ConstantEditor:
         self.inits = {t.name: t for t in graph.initializer}
         self.producers = {o: n for n in graph.node for o in n.output}
 
-    def attr(self, node, name, default):
+    def set_attr(self, node, name, value):
         for a in node.attribute:
             if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
-
-    def set_attr(self, node, name, value):
-        set_attribute(node, name, value)
+                node.attribute.remove(a)
+                break
+        node.attribute.append(helper.make_attribute(name, value))
 
     def remove_attr(self, node, name):
         for a in node.attribute:
@@ -113,9 +111,9 @@ def cut(model, groups, keep, erased=()):
     _slice_initializers(graph, removed)
     edit = ConstantEditor(graph, removed, model.shapes)
     for node in list(graph.node):
-        rewriter = REWRITERS.get(node.op_type)
-        if rewriter is not None and node.domain in ("", "ai.onnx"):
-            rewriter(node, new_shapes, model.shapes, edit)
+        spec = spec_of(node)
+        if spec is not None and spec.rewrite is not None:
+            spec.rewrite(node, new_shapes, model.shapes, edit)
     drop_dead_nodes(graph)
     drop_unused_initializers(graph)
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})

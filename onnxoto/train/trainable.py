@@ -7,15 +7,14 @@ from onnx import numpy_helper
 
 from onnxoto.errors import ModelError
 from onnxoto.graph.load import default_opset
-from onnxoto.graph.normalize import FLOAT_TYPES, infer_shapes
-from onnxoto.graph.operands import ALL, NON_DIFFERENTIABLE_INPUTS
+from onnxoto.graph.normalize import infer_shapes
+from onnxoto.ops import ALL, FLOAT_TYPES, attribute, no_gradient_inputs
+from onnxoto.train.kinds import BATCHNORM_MODES
 
 
 def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
-    excluded = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, set())
+    excluded = no_gradient_inputs(node)
     if excluded == ALL:
-        return []
-    if node.op_type == "Cast" and _attribute(node, "to") not in FLOAT_TYPES:
         return []
     inputs = [name for i, name in enumerate(node.input) if name and i not in excluded]
     # Names a subgraph (If/Loop/Scan body) reads from the outer scope count as its inputs.
@@ -23,10 +22,6 @@ def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
         for graph in [attribute.g, *attribute.graphs]:
             inputs += [name for sub in graph.node for name in sub.input if name]
     return inputs
-
-
-def _attribute(node: onnx.NodeProto, name: str):
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
 def trainable_params(model: onnx.ModelProto) -> list[str]:
@@ -47,11 +42,6 @@ def trainable_params(model: onnx.ModelProto) -> list[str]:
     return [init.name for init in graph.initializer if init.data_type in FLOAT_TYPES and init.name in live]
 
 
-# How BatchNormalization trains: "batch" normalizes by each batch's statistics, as the framework
-# trained it (onnxruntime's training graph turns BatchNormalization into BatchNormInternal; the running
-# statistics go stale and are recalibrated after training, train.bn); "frozen" is the affine op
-# x * s + t of inference mode over the stored running statistics, which then stay exact.
-BATCHNORM_MODES = ("batch", "frozen")
 
 
 def prepare_for_training(model: onnx.ModelProto, batchnorm: str = "frozen") -> onnx.ModelProto:
@@ -117,7 +107,7 @@ def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto
     fresh = {}
     for part in ("eps", "axes", "std", "s", "ms", "t", "s_b", "t_b", "xs"):
         fresh[part] = unique_name(f"{base}_affine_{part}", taken)
-    epsilon = _attribute(node, "epsilon")
+    epsilon = attribute(node, "epsilon")
     graph.initializer.append(numpy_helper.from_array(np.array(1e-5 if epsilon is None else epsilon, np.float32), fresh["eps"]))
     if rank > 2:  # (C,) -> (C, 1, ...) by Reshape, which reads the same in every opset (Unsqueeze does not)
         graph.initializer.append(numpy_helper.from_array(np.array([-1] + [1] * (rank - 2), np.int64), fresh["axes"]))

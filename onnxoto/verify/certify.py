@@ -7,15 +7,16 @@ from onnx import helper
 
 from ..errors import ModelError
 from ..groups import keep_all, removed_positions
+from ..ops import spec_of
 from ..surgery import cut, zero_out, zero_units
 from .inputs import random_inputs
 
 ort.set_default_logger_severity(3)  # onnxruntime's optimizer warnings are noise to our users
 TOLERANCE = 1e-4  # max abs difference, relative to the output's scale (max abs of M0's output)
-# onnxruntime computes these with approximations good to ~1e-7 absolute: in a saturated tail (a
-# sigmoid map whose max is 3e-6) that is a 3% relative error with nothing cut wrongly. Their values
-# are compared on the scale of their range (1), and the arguments they read at the usual scale.
-BOUNDED = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax"}
+# onnxruntime computes bounded ops (OpSpec.bounded: sigmoid, tanh, softmax) with approximations good to
+# ~1e-7 absolute: in a saturated tail (a sigmoid map whose max is 3e-6) that is a 3% relative error with
+# nothing cut wrongly. Their values are compared on the scale of their range (1), and the arguments they
+# read at the usual scale.
 
 
 @dataclass
@@ -121,7 +122,7 @@ def compared_tensors(model):
     extra = penultimate_tensors(model)
     for name in [*model.output_names, *extra]:
         node = producers.get(name)
-        if node is not None and node.op_type in BOUNDED and _comparable(model, node.input[0]) \
+        if node is not None and _bounded(node) and _comparable(model, node.input[0]) \
                 and node.input[0] not in extra and node.input[0] not in model.output_names:
             extra.append(node.input[0])
     return extra, scale_floors(model, [*model.output_names, *extra])
@@ -130,7 +131,12 @@ def compared_tensors(model):
 def scale_floors(model, names):
     """Per tensor, the least scale it is compared on: 1 for a bounded function's value, else 0."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    return [1.0 if name in producers and producers[name].op_type in BOUNDED else 0.0 for name in names]
+    return [1.0 if name in producers and _bounded(producers[name]) else 0.0 for name in names]
+
+
+def _bounded(node):
+    spec = spec_of(node)
+    return spec is not None and spec.bounded
 
 
 def _comparable(model, name):
