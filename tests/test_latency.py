@@ -46,7 +46,7 @@ def test_knapsack_spends_the_budget_on_the_least_salient_saving_and_skips_slow_w
     assert more[0].sum() == 8 and more[1].sum() == 8  # then b, never to a width off the fast steps
 
 
-def test_last_period_corrects_the_budget_against_the_measured_cut():
+def test_each_period_corrects_the_budget_against_the_measured_cut():
     """The table over-promises (cuts together save 0.6 of what it adds up): with a measured latency_fn
     the run still ends at the target; without one it stops where the table says."""
     rng = np.random.default_rng(0)

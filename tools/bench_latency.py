@@ -71,8 +71,8 @@ def plan(args):
         return [("resnet", "latency", 0.5, 8, 1), ("resnet", "flops", 0.5, 8, "auto")]
     runs = []
     for target in (0.5, 0.3, 0.7):
-        for name in ("vgg", "resnet"):
-            runs += [(name, "latency", target, args.epochs, 1), (name, "flops", target, args.epochs, 8)]
+        runs += [(name, "latency", target, args.epochs, 1) for name in ("vgg", "resnet")]
+        runs += [(name, "flops", target, args.epochs, 8) for name in ("vgg", "resnet")]
     return runs
 
 

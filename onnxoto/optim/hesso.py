@@ -48,6 +48,7 @@ class Hesso:
         # latency_fn(keep masks) -> latency of that cut as a fraction of the dense one, measured: where the
         # table was measured on this machine, the last period's selection is checked against it
         self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
+        self._latency_scale = 1.0  # measured budget / the table's, learned period by period
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -146,24 +147,28 @@ class Hesso:
         return new
 
     def _select_for_latency(self, period, subset):
-        """The period's share of the latency saving, by the table; in the last period, with a measured
-        latency_fn, the budget is corrected until the measured cut lands within 3% of the target."""
+        """The period's share of the latency saving, by the table; with a measured latency_fn (the table
+        is this machine's), each period's choice is timed and its budget corrected until the cut lands
+        within 3% of the period's goal, the correction carried into the next period."""
         share = (period + 1) / self.schedule.periods
-        budget = self.latency.additive_for(1.0 - share * (1.0 - self.target_latency))
+        goal = 1.0 - share * (1.0 - self.target_latency)
+        budget = self.latency.additive_for(goal) * self._latency_scale
         savings = [self.latency.savings(g.id) for g in self.groups]
         new = select_latency(*subset, budget, savings)
-        if self.latency_fn is None or period < self.schedule.periods - 1:
+        if self.latency_fn is None:
             return new
-        target, tried = self.target_latency, []
+        tried = []
         for _ in range(4):
             measured = self.latency_fn({g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)})
-            tried.append((measured, new))
-            if abs(measured - target) <= 0.03 * target:
+            tried.append((measured, new, budget))
+            if abs(measured - goal) <= 0.03 * goal:
                 break
-            budget *= float(np.clip((1.0 - target) / max(1.0 - measured, 0.05), 0.5, 2.0))
+            budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.05), 0.5, 2.0))
             new = select_latency(*subset, budget, savings)
-        below = [t for t in tried if t[0] <= target * 1.03]
-        return (max(below, key=lambda t: t[0]) if below else min(tried, key=lambda t: t[0]))[1]
+        below = [t for t in tried if t[0] <= goal * 1.03]
+        measured, new, budget = max(below, key=lambda t: t[0]) if below else min(tried, key=lambda t: t[0])
+        self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
+        return new
 
     def _subset(self, which, scores, pruned=None):
         """(groups, scores, pruned) restricted to `which`, others presented as unprunable."""
@@ -250,7 +255,7 @@ class Hesso:
 
     # --- resume and snapshots ----------------------------------------------------------------
     def state_dict(self):
-        state = {"t": self.t}
+        state = {"t": self.t, "latency_scale": self._latency_scale}
         for g, p, f in zip(self.groups, self.pruned, self.fading):
             state[f"pruned/{g.id}"] = p.astype(np.uint8)
             state[f"fading/{g.id}"] = f.astype(np.uint8)
@@ -260,6 +265,7 @@ class Hesso:
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
+        self._latency_scale = float(state.get("latency_scale", 1.0))
         self.pruned = [np.asarray(state[f"pruned/{g.id}"], bool) for g in self.groups]
         self.fading = [np.asarray(state[f"fading/{g.id}"], bool) for g in self.groups]
         self.base.load_state({k[5:]: (self.xp.asarray(v) if getattr(v, "ndim", 0) else v)

@@ -76,11 +76,12 @@ def latency_steps(group, score, pruned, savings):
     (off the runtime's fast steps) lies under the hull and is never a step's end."""
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
-    # saliency removed down to each width, as a share of what the group still holds: emptying a narrow
-    # layer costs as much as emptying a wide one, so a layer is not thinned to a few channels because
-    # each of them is cheap in latency
-    removed = np.concatenate([[0.0], np.cumsum(score[order])]) / max(float(score[live].sum()), 1e-12)
     n = len(live)
+    # saliency removed down to each width, in shares of the group's whole width: emptying a narrow layer
+    # costs as much as emptying a wide one, so a layer is not thinned to a few channels because each of
+    # them is cheap in latency
+    unit = max(float(score[live].sum()), 1e-12) * group.num_zigs / n
+    removed = np.concatenate([[0.0], np.cumsum(score[order])]) / unit
     base = savings.get(n, 0.0)
     points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
               and width_allowed(w, group.round_to)]
