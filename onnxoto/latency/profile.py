@@ -10,11 +10,10 @@ import onnxruntime as ort
 
 from ..errors import ModelError
 from ..groups import keep_all
-from ..report.measure import session
 from ..surgery import cut
 from ..verify import random_inputs
 from .table import LatencyTable
-from .timing import interleaved_ms
+from .timing import interleaved_ms, session
 from .widths import table_widths
 
 CALIBRATION = (0.85, 0.7, 0.55, 0.4, 0.25)  # kept fractions of every group for the joint cuts

@@ -3,21 +3,11 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from .. import graph
 from ..groups import model_cost
-from ..latency.timing import interleaved_ms
+from ..latency.timing import interleaved_ms, session
 from ..verify import random_inputs
-
-
-def session(proto_or_path, threads=None, provider="CPUExecutionProvider"):
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=[provider])
 
 
 def profile(path, batch=32, repeats=20, seed=0, sample=None):
