@@ -79,7 +79,7 @@ def verify(model, subsets, seed, json_path):
 def prune_options(defaults=None, only=None):
     """The click options of PruneOptions' fields (their help, type, choices and default), `only` some of them
     with other `defaults` for a command that shares them (demo)."""
-    from .prune.options import PruneOptions, flag
+    from .prune import PruneOptions, flag
 
     def decorate(command):
         for f in reversed(dataclasses.fields(PruneOptions)):
@@ -108,7 +108,7 @@ def prune_options(defaults=None, only=None):
 def prune(model, data, val, output, report_dir, resume_dir, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**settings)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
@@ -121,10 +121,6 @@ def prune(model, data, val, output, report_dir, resume_dir, **settings):
 
 
 # BatchNorm on batch statistics (the default) lets SGD run at 0.02, ten times the safe default of ce+distill
-DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "batch_size": 64, "optimizer": "hesso",
-        "round_to": 8}
-
-
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="The latency table (JSON) to write.")
@@ -137,12 +133,12 @@ DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "bat
 def profile(model, output, batch, threads, provider, rounds):
     """Measure MODEL's latency table on this machine: what each prunable group saves at each width.
     Needs onnxruntime only (no training build): run it where the model will be served."""
+    import onnxruntime
     from . import graph, groups
     from .errors import OptionError
     from .latency import measure_table
     if batch < 1 or rounds < 1 or (threads is not None and threads < 1):
         raise OptionError("--batch, --threads and --rounds must be at least 1")
-    import onnxruntime
     if provider not in onnxruntime.get_available_providers():
         raise OptionError(f"--provider {provider}: not in this onnxruntime "
                           f"({', '.join(onnxruntime.get_available_providers())})")
@@ -154,6 +150,10 @@ def profile(model, output, batch, threads, provider, rounds):
                f"--round-to auto would pick {table.auto_block()}")
 
 
+DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "batch_size": 64, "optimizer": "hesso",
+        "round_to": 8}
+
+
 @main.command()
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
 @click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
@@ -163,7 +163,7 @@ def demo(report_dir, output, **settings):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
     from the dense model), verify, compare."""
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**{**DEMO, **settings})
     result = run_prune(os.path.join(DATA, "fmnist_resnet.onnx"), os.path.join(DATA, "fmnist_train.npz"), output,
                        val=os.path.join(DATA, "fmnist_test.npz"), options=options, workdir=report_dir,
@@ -184,10 +184,9 @@ def demo(report_dir, output, **settings):
 def bench(dense, pruned, data, batch, repeats, json_path):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
-    from .prune.evaluate import evaluate, metric_kind, session_model
-    from .report.measure import profile_pair, session
-    from .report.prune import comparison_rows
-    from .report.table import format_table
+    from .prune import evaluate, metric_kind, session_model
+    from .graph import session
+    from .report import comparison_rows, format_table, profile_pair
     from .train import load_data
     result = dict(zip(("dense", "pruned"), profile_pair([dense, pruned], batch=batch, repeats=repeats)))
     kind = None

@@ -8,6 +8,7 @@ from onnx import numpy_helper, shape_inference
 from ..errors import ModelError
 from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
+from .view import dims
 
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
 
@@ -40,9 +41,7 @@ def _negative_dims_to_symbols(graph):
 def _name_reshape_outputs(model):
     """Give Reshape outputs that inference left as fresh symbols (a -1, a run-time target) their size."""
     info = {v.name: v for v in model.graph.value_info}
-    shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                            for d in v.type.tensor_type.shape.dim)
-              for v in list(model.graph.input) + list(model.graph.value_info)}
+    shapes = {v.name: dims(v) or () for v in list(model.graph.input) + list(model.graph.value_info)}
     changed = False
     for node in model.graph.node:
         if node.op_type != "Reshape" or node.output[0] not in info or node.input[0] not in shapes:

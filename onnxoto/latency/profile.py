@@ -9,11 +9,12 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ModelError
+from ..graph import session
 from ..groups import keep_all
 from ..surgery import cut
 from ..verify import random_inputs
 from .table import LatencyTable
-from .timing import interleaved_ms, session
+from .timing import interleaved_ms
 from .widths import table_widths
 
 CALIBRATION = (0.85, 0.7, 0.55, 0.4, 0.25)  # kept fractions of every group for the joint cuts

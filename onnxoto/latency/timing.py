@@ -2,21 +2,9 @@
 machine a burst of load then falls on all of them alike, so their ratios stay stable; the lower
 quartile of each session's times is what is kept (load only ever adds time: on this project's
 shared 2 cores, four copies of one model agreed within 1% by it, within 13% by the median)."""
-import os
 import time
 
 import numpy as np
-import onnxruntime as ort
-
-
-def session(proto_or_path, threads=None, provider="CPUExecutionProvider"):
-    """An inference session with the deployer's options (None: onnxruntime's default threads)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=[provider])
 
 
 def interleaved_ms(sessions, feeds, rounds=20, warmup=2):

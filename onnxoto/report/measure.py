@@ -6,7 +6,7 @@ import onnx
 
 from .. import graph
 from ..groups import model_cost
-from ..latency.timing import interleaved_ms, session
+from ..latency.timing import interleaved_ms
 from ..verify import random_inputs
 
 
@@ -27,7 +27,7 @@ def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None):
         large = {n: sample[n][:batch] for n in models[0].input_names}
     else:
         small, large = random_inputs(models[0], rng, batch=1), random_inputs(models[0], rng, batch=batch)
-    sessions = [session(path) for path in paths]
+    sessions = [graph.session(path) for path in paths]
     ones, many = interleaved_ms(sessions, small, repeats), interleaved_ms(sessions, large, repeats)
     out = []
     for path, model, one, n in zip(paths, models, ones, many):
