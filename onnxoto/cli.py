@@ -5,6 +5,7 @@ import os
 import sys
 
 import click
+import numpy as np
 
 from .errors import OnnxotoError
 
@@ -39,31 +40,47 @@ def main():
     """Structured pruning of ONNX models: analyze, prune, verify."""
 
 
+def input_shape_option(command):
+    return click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:DIMS",
+                        help="Bind an input's symbolic dims, e.g. images:1x3x640x640 (-1 keeps a dim symbolic; "
+                             "repeatable).")(command)
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "json_path", type=click.Path(), help="Also write the groups as JSON to this file.")
+@input_shape_option
 @user_errors
-def analyze(model, json_path):
+def analyze(model, json_path, input_shape):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
+    from .graph.inputs import describe_sizes
     from .report import analysis_json, analysis_text
-    analysis = groups.analyze(graph.load(model))
+    analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)))
     click.echo(analysis_text(analysis))
+    click.echo(describe_sizes(analysis.model))
     if json_path:
         write_json(json_path, analysis_json(analysis))
 
 
 @main.command()
 @click.argument("model", type=click.Path())
+@click.option("--data", type=click.Path(), help="Certify on these inputs (.npz or a folder of .npy) instead of "
+                                                "generated ones.")
 @click.option("--subsets", default=3, show_default=True, help="Random ZIG subsets checked per group.")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets and inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the certificate as JSON to this file.")
+@input_shape_option
 @user_errors
-def verify(model, subsets, seed, json_path):
+def verify(model, data, subsets, seed, json_path, input_shape):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
-    from . import graph, groups, verify as verifier
-    analysis = groups.analyze(graph.load(model, strict=True))
-    cert = verifier.certify(analysis, subsets=subsets, seed=seed)
+    from . import graph, verify as verifier
+    from .verify.probe import certified_inputs
+    shapes = graph.parse_input_shapes(input_shape)
+    dense = graph.load(model, strict=True, input_shapes=shapes)
+    what = f"verify: {dense.name}"
+    feeds = certified_inputs(dense, data, np.random.default_rng(seed), what)
+    cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
         click.echo(f"FAIL {check.group} ({check.removed} ZIGs cut): {detail}")
@@ -107,18 +124,21 @@ def verify(model, subsets, seed, json_path):
               help="BatchNorm in training: batch statistics, running ones recalibrated after (default in one "
                    "process), or frozen running statistics (default on several ranks).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@input_shape_option
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
           distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, batchnorm,
-          seed):
+          seed, input_shape):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
+    from . import graph
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
     options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
                            target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                            lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
                            round_to=round_to, device=device, seed=seed, erase=erase,
-                           saliency_scope=saliency_scope, batchnorm=batchnorm)
+                           saliency_scope=saliency_scope, batchnorm=batchnorm,
+                           input_shapes=graph.parse_input_shapes(input_shape))
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
@@ -158,8 +178,9 @@ def demo(report_dir, output, epochs):
 @click.option("--batch", type=int, default=32, show_default=True, help="The large batch for latency.")
 @click.option("--repeats", type=int, default=30, show_default=True, help="Timed runs per latency (median).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the comparison as JSON.")
+@input_shape_option
 @user_errors
-def bench(dense, pruned, data, batch, repeats, json_path):
+def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
     from .prune.evaluate import evaluate, metric_kind, session_model
@@ -167,7 +188,9 @@ def bench(dense, pruned, data, batch, repeats, json_path):
     from .report.prune import comparison_rows
     from .report.table import format_table
     from .train import load_data
-    result = {"dense": profile(dense, batch=batch, repeats=repeats), "pruned": profile(pruned, batch=batch, repeats=repeats)}
+    shapes = graph.parse_input_shapes(input_shape)
+    result = {"dense": profile(dense, batch=batch, repeats=repeats, input_shapes=shapes),
+              "pruned": profile(pruned, batch=batch, repeats=repeats, input_shapes=shapes)}
     kind = None
     if data:
         dataset = load_data(data, graph.load(dense, strict=True).proto)

@@ -17,13 +17,13 @@ class TrainingStopped(OnnxotoError):
     """Training could not go on (a NaN loss); the last good checkpoint is kept."""
 
 
-def targets_for(batch, session, teacher):
-    """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
-    if session.loss.kind == "cross_entropy":
+def targets_for(batch, loss, teacher):
+    """What the loss (a LossSpec) compares the outputs with: the labels, the original model's outputs, or both."""
+    if loss.kind == "cross_entropy":
         return batch[LABELS]
     names = [i.name for i in teacher.get_inputs()]
-    outputs = teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
-    return [batch[LABELS], *outputs] if session.loss.kind == "cross_entropy+distill" else outputs
+    outputs = teacher.run(list(loss.outputs), {n: batch[n] for n in names})
+    return [batch[LABELS], *outputs] if loss.kind == "cross_entropy+distill" else outputs
 
 
 def model_inputs(batch, session):
@@ -98,7 +98,7 @@ def train_step(session, batch, teacher, comm):
     the loss are then averaged over ranks, weighted by rows: the global batch's mean, as in one process."""
     rows = len(batch[session.input_names[0]])
     if rows:
-        loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
+        loss = session.train_step(model_inputs(batch, session), targets_for(batch, session.loss, teacher))
     else:  # a last global batch smaller than the world: this rank adds nothing
         loss = 0.0
         for grad in session.grads.values():

@@ -36,6 +36,7 @@ class PruneOptions:
     erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
     saliency_scope: str = "group"  # rank each channel against its own layer, or all globally (HESSO's, "global")
     batchnorm: str | None = None  # "batch" or "frozen" statistics in training; None: batch in one process
+    input_shapes: dict = field(default_factory=dict)  # input name -> sizes (-1 keeps a dim symbolic); else the data's
     verify_batches: int = 4
     extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
 
@@ -80,6 +81,7 @@ class PruneOptions:
     def resolved(self, loss_kind, ranks):
         """The options as a run uses them (for its report): defaults filled in, no internals."""
         settings = {k: v for k, v in asdict(self).items() if k not in ("extra", "verify_batches")}
+        settings["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         settings.update(lr=self.learning_rate(loss_kind), loss=loss_kind, batchnorm=self.batchnorm_mode(ranks),
                         ranks=ranks)
         return settings

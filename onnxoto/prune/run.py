@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import dist, graph, groups
+from ..graph.inputs import describe_sizes
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
@@ -19,6 +20,8 @@ from ..train import (TrainingSession, check_recalibration, load_data, loss_for, 
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
+from ..verify.probe import check_finite, probe as probe_model
+from .batch import RowWise, plan_batches
 from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions
@@ -60,10 +63,11 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     log = log if comm.is_root else (lambda line: None)
     output = output or _default_output(model)
     _check_output(output)
-    dense = graph.load(model, strict=True)
-    analysis = groups.analyze(dense)
+    dense = graph.load(model, strict=True, input_shapes=options.input_shapes)
     source, presharded = dist.source_for(data, comm)
     dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
+    dense, rows_per_run, shapes, fixed_batch = _model_for_data(model, dense, dataset, data, options, log)
+    analysis = groups.analyze(dense)
     val_set = load_data(val, dense.proto) if val is not None else None
     if options.loss_kind in ("cross_entropy", "cross_entropy+distill") and not (
             dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
@@ -75,10 +79,10 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
     try:
-        teacher = measure_session(dense.proto)
+        teacher = _session(dense.proto, rows_per_run)
         shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric)
+                                       val_set, metric, rows_per_run)
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
@@ -92,7 +96,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         pruned = cut(trained_model, analysis.groups, keep, erased)
         # the certificate compares with the trained model itself: this also proves its zeros are exact
         floors = scale_floors(trained_model, trained_model.output_names)
-        diff = _verify_on_data(trained, pruned, dataset, options, floors)
+        diff = _verify_on_data(trained, pruned, dataset, options, floors, rows_per_run)
         if diff > TOLERANCE:
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
@@ -101,19 +105,62 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         result.settings = options.resolved(loss.kind, comm.size)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
-        sample = next(dataset.batches(options.batch_size))
-        result.dense.update(profile(model, batch=options.batch_size, sample=sample))
-        result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
+        latency_batch = 1 if fixed_batch else options.batch_size  # the dense file runs one row at a time
+        sample = next(dataset.batches(latency_batch))
+        result.dense.update(profile(model, batch=latency_batch, sample=sample, input_shapes=shapes))
+        result.pruned.update(profile(output, batch=latency_batch, sample=sample))
         reference = session_model(teacher)
         result.dense["metric"] = evaluate(reference, val_set, metric, reference)
-        result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
+        result.pruned["metric"] = evaluate(session_model(_session(pruned, rows_per_run)), val_set, metric, reference)
         return result
     finally:
         if not keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
+def _model_for_data(path, dense, dataset, data, options, log):
+    """(the model to prune, rows per onnxruntime run, the sizes bound, whether the file fixes the batch to 1):
+    symbolic sizes bound to the data's when no
+    --input-shape is given, a batch fixed to 1 handled (prune.batch), and the dense model checked to run
+    on the first batch, in a child process (onnxruntime may not survive a model at sizes it rejects)."""
+    what = f"prune: {dense.name}"
+    shapes = options.input_shapes or data_shapes(dense, dataset)
+    if shapes and not options.input_shapes:
+        dense = graph.load(path, strict=True, input_shapes=shapes)
+        log(f"{describe_sizes(dense)}: bound from {os.path.basename(os.fspath(data))} (the written model keeps "
+            "them; --input-shape NAME:DIMS with -1 keeps a dim symbolic)")
+    plan = plan_batches(dense, dataset, options.batch_size, what)
+    if plan is not None:
+        log(plan.line)
+        if plan.relaxed is not None:
+            dense = graph.from_proto(plan.relaxed, dense.name, strict=True)
+    rows_per_run = plan.rows_per_run if plan is not None else None
+    first = next(dataset.batches(rows_per_run or options.batch_size))
+    probe = probe_model(dense.proto, {n: first[n] for n in dense.input_names}, what)
+    if not probe.ran:
+        raise ModelError(f"{probe.error} (on the first batch of {os.path.basename(os.fspath(data))})")
+    check_finite(probe, what, f"the first batch of {os.path.basename(os.fspath(data))}")
+    return dense, rows_per_run, shapes or None, plan is not None
+
+
+def data_shapes(model, dataset):
+    """{input: (-1, sizes of the data)} for inputs with symbolic dims besides the batch; {} if none."""
+    shapes = {}
+    for name in model.input_names:
+        dims = model.shapes.get(name) or ()
+        if any(not isinstance(d, int) for d in dims[1:]) and name in dataset.arrays:
+            shapes[name] = (-1, *dataset.arrays[name].shape[1:])
+    return shapes
+
+
+def _session(proto, rows_per_run):
+    """An inference session of `proto`; of a batch-1 model, run one row at a time."""
+    session = measure_session(proto)
+    return RowWise(session) if rows_per_run else session
+
+
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
+           rows_per_run=None):
     """Returns (trained ModelProto, optimizer, history)."""
     batchnorm = options.batchnorm_mode(comm.size)
     if batchnorm == "batch":
@@ -130,11 +177,15 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
     zig_groups = in_training_layout(zig_groups, param_map)
     steps = options.epochs * -(-len(dataset) // options.batch_size)
+    first = next(dataset.batches(rows_per_run or options.batch_size))
+    first_steps = ({n: first[n] for n in dense.input_names}, targets_for(first, loss, teacher)) \
+        if len(first[dense.input_names[0]]) else None  # taken in the builder's child: a crash there is an error
     with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
                          requires_grad=param_map.training_params(trainable), model_name=dense.name,
-                         batchnorm=batchnorm) as session:
+                         batchnorm=batchnorm, probe=first_steps) as session:
+        session.rows_per_run = rows_per_run
         export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
-                                                               options.batch_size, batchnorm, batches)
+                                                               rows_per_run or options.batch_size, batchnorm, batches)
         lr = options.learning_rate(loss.kind)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
@@ -142,7 +193,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
                       flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
         if options.optimizer == "hesso-cric":
             probe = next(dataset.batches(options.batch_size))
-            probe_target = targets_for(probe, session, teacher)
+            probe_target = targets_for(probe, loss, teacher)
             rows = len(probe[session.input_names[0]])  # CRIC's loss: the probe batch's, over all ranks
             # on batch statistics, the loss training sees is the training graph's (the gradients it also
             # computes are not read: the step that asks for this loss has applied its own already)
@@ -151,19 +202,19 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
         on_epoch = None
         if val_set is not None and comm.is_root:
-            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
+            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export, rows_per_run),  # noqa: E731
                                                        val_set, metric, session_model(teacher))}
         history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
         trained = export()
     return trained, opt, history
 
 
-def _model_so_far(session, batchnorm, export):
+def _model_so_far(session, batchnorm, export, rows_per_run):
     """The model in training, for the epochs' metric. Eval mode normalizes by the running statistics,
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(measure_session(export(VAL_RECALIBRATION_BATCHES)))
+    return session_model(_session(export(VAL_RECALIBRATION_BATCHES), rows_per_run))
 
 
 def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
@@ -194,11 +245,11 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors):
+def _verify_on_data(trained, pruned, dataset, options, floors, rows_per_run=None):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
-    for k, batch in enumerate(dataset.batches(options.batch_size)):
+    for k, batch in enumerate(dataset.batches(rows_per_run or options.batch_size)):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}

@@ -35,11 +35,12 @@ def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0):
     return statistics.median(times)
 
 
-def profile(path, batch=32, repeats=20, seed=0, sample=None):
+def profile(path, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
     """{"params", "flops", "file_bytes", "latency_ms": {"batch1", "batchN"}} of an ONNX file.
 
-    sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs."""
-    model = graph.load(path, strict=True)
+    sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs.
+    input_shapes: sizes bound to symbolic input dims (FLOPs and random inputs at those sizes)."""
+    model = graph.load(path, strict=True, input_shapes=input_shapes)
     params, flops = model_cost(model)
     sess = session(path)
     rng = np.random.default_rng(seed)
