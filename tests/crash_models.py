@@ -52,3 +52,21 @@ def mask_and_index_net(vocab=7):
     rows = net.op("Gather", [table, net.op("Cast", [ids], to=TensorProto.INT64)], axis=0)
     weight = net.op("Unsqueeze", [net.op("Cast", [mask], to=TensorProto.FLOAT), net.ints("last", [-1])])
     return net.model(net.op("Mul", [rows, weight], name="out"))
+
+
+def channel_shuffle_net(seed=0):
+    """ShuffleNetV2's channel shuffle with a symbolic batch and size, as torch exports it: Reshape to
+    (n, 2, 4, h, w) with a target computed from Shape, Transpose, Reshape back; then a branch
+    1x1 conv -> depthwise conv -> 1x1 conv whose 6 middle channels are prunable."""
+    net = Net(opset=13, seed=seed)
+    x = net.input("x", ("N", 8, "H", "W"))
+    h = net.op("Relu", [net.conv(x, 8, 8, k=1, name="conv1")])
+    shape = net.op("Shape", [h])
+    n, rows, cols = (net.op("Unsqueeze", [net.op("Gather", [shape, net.ints(f"at{k}", k)], axis=0),
+                                          net.ints(f"axis{k}", [0])]) for k in (0, 2, 3))
+    split = net.op("Concat", [n, net.ints("groups", [2]), net.ints("per_group", [4]), rows, cols], axis=0)
+    shuffled = net.op("Transpose", [net.op("Reshape", [h, split])], perm=[0, 2, 1, 3, 4])
+    merged = net.op("Reshape", [shuffled, net.op("Concat", [n, net.ints("rest", [-1]), rows, cols], axis=0)])
+    mid = net.op("Relu", [net.conv(merged, 8, 6, k=1, name="branch_in")])
+    mid = net.op("Relu", [net.conv(mid, 6, 6, k=3, group=6, name="branch_dw")])
+    return net.model(net.conv(mid, 6, 4, k=1, name="branch_out"))

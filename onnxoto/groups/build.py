@@ -15,9 +15,13 @@ def couple(model):
     for node in model.graph.node:
         ctx = NodeContext(node, model, space, record)
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        unknown = _unknown_shape(model, node)
         if rule is None:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             ctx.pin_all(f"no rule for {domain}{node.op_type}")
+        elif unknown:  # a rule needs the shapes it couples; zeros crossing this node are not followed
+            ctx.pin_all(f"shape of '{unknown}' unknown at {node.op_type} '{node.name or node.output[0]}' "
+                        "(computed at run time; --input-shape may resolve it)")
         else:
             rule(ctx)
     for name in model.input_names:
@@ -25,6 +29,14 @@ def couple(model):
     for name in model.output_names:
         _pin_tensor(model, space, name, f"reaches graph output '{name}'")
     return space, record
+
+
+def _unknown_shape(model, node):
+    """The first float tensor the node reads or writes whose shape inference left unknown, else None."""
+    for name in [*node.input, *node.output]:
+        if name and model.is_float(name) and model.shapes.get(name) is None:
+            return name
+    return None
 
 
 def _pin_tensor(model, space, name, reason):

@@ -17,7 +17,7 @@ from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, trainable_params)
-from ..train.forms import to_trainable
+from ..train.forms import to_trainable, untrainable_operator
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
 from ..verify.probe import check_finite, probe as probe_model
@@ -170,6 +170,9 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
+    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
+    if problem:
+        raise ModelError(f"{dense.name}: {problem}")
     zig_groups = optimizer_groups(analysis, trainable, options.round_to)
     if options.erase:
         zig_groups += unit_groups(analysis, trainable)

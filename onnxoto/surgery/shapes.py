@@ -76,6 +76,10 @@ def conv_group(node, new, old, edit, weight_axis):
         return
     w = node.input[1]
     channels = new[node.input[0]][1] if weight_axis == 1 else new[node.output[0]][1]
+    if not isinstance(channels, int):  # a symbolic size: the weight's other axis keeps per-group widths
+        per_group = old[w][1 - weight_axis] // group
+        edit.set_attr(node, "group", new[w][1 - weight_axis] // per_group)
+        return
     edit.set_attr(node, "group", channels // new[w][1])
 
 
