@@ -56,6 +56,10 @@ CASES = {
     "reduce_max_spatial": (upstream_model([node("ReduceMax", axes=[2, 3])]), "ReduceMax"),
     "reduce_max_spatial_flat": (upstream_model([node("ReduceMax", axes=[-1, -2], keepdims=0)]), "ReduceMax"),
     "reduce_max_channels": (upstream_model([node("ReduceMax", axes=[1], keepdims=0)]), "ReduceMax"),
+    # over the batch and symbolic sizes (a mel front end's global max): TopK instead of MaxPool
+    "reduce_max_all_symbolic": (upstream_model([node("ReduceMax")], spatial=("H", "W")), "ReduceMax"),
+    "reduce_max_spatial_symbolic_flat": (upstream_model([node("ReduceMax", axes=[2, 3], keepdims=0)],
+                                                        spatial=("H", "W")), "ReduceMax"),
     "reduce_max_axes_input": (upstream_model([ints("axes", [3]), node("ReduceMax", ["c", "axes"])], opset=18), "ReduceMax"),
     "resize_nearest_x2": (upstream_model([floats("s", [1, 1, 2, 2]), node("Resize", ["c", "", "s"], mode="nearest")]), "Resize"),
     "resize_nearest_asym_x3": (upstream_model([floats("s", [1, 1, 3, 2]), node(

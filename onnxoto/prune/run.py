@@ -170,14 +170,14 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
-    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
-    if problem:
-        raise ModelError(f"{dense.name}: {problem}")
     zig_groups = optimizer_groups(analysis, trainable, options.round_to)
     if options.erase:
         zig_groups += unit_groups(analysis, trainable)
     if not zig_groups:
         raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
+    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
+    if problem:
+        raise ModelError(f"{dense.name}: {problem}")
     zig_groups = in_training_layout(zig_groups, param_map)
     steps = options.epochs * -(-len(dataset) // options.batch_size)
     first = next(dataset.batches(rows_per_run or options.batch_size))
