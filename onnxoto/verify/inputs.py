@@ -9,11 +9,14 @@ _INDEX_PASS_THROUGH = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Id
 
 
 def random_inputs(model, rng, batch=SYMBOLIC_SIZE, size=SYMBOLIC_SIZE):
-    """Feed dict for a normalized graph.Model: a symbolic first axis gets `batch`, other symbolic axes `size`."""
+    """Feed dict for a normalized graph.Model: a symbolic first axis gets `batch`, other symbolic axes `size`;
+    a named symbol has one size wherever it appears (a recurrent state's batch on axis 1)."""
+    shapes = [model.shapes.get(name) or () for name in model.input_names]
+    batch_symbols = {dims[0] for dims in shapes if dims and isinstance(dims[0], str)}
     feeds = {}
-    for name in model.input_names:
-        dims = model.shapes.get(name) or ()
-        shape = tuple(d if isinstance(d, int) else batch if k == 0 else size for k, d in enumerate(dims))
+    for name, dims in zip(model.input_names, shapes):
+        shape = tuple(d if isinstance(d, int) else batch if k == 0 or d in batch_symbols else size
+                      for k, d in enumerate(dims))
         dtype = helper.tensor_dtype_to_np_dtype(model.dtypes[name])
         if np.issubdtype(dtype, np.integer):
             limit = index_limit(model, name)
