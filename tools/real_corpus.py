@@ -29,22 +29,32 @@ def generated_data(path, folder):
     """An .npz of ROWS rows of onnxoto's generated inputs for the model at `path` (or the error line)."""
     from onnxoto import graph
     from onnxoto.errors import OnnxotoError
+    from onnxoto.verify.inputs import random_inputs
     from onnxoto.verify.probe import accepted_inputs
     try:
         model = graph.load(path, strict=True)
         rng = np.random.default_rng(0)
-        fixed = any((model.shapes.get(n) or (None,))[:1] == (1,) for n in model.input_names)
-        if fixed:  # a batch fixed to 1: ROWS draws, stacked
-            draws = [accepted_inputs(model, rng, f"data for {model.name}", batch=1) for _ in range(ROWS)]
+        feeds = accepted_inputs(model, rng, f"data for {model.name}", batch=ROWS)
+        first = next(iter(feeds.values()))
+        if first.ndim and len(first) == 1:  # a batch fixed to 1 (declared or inside): ROWS draws, stacked
+            size = _free_size(model, feeds)
+            draws = [feeds] + [random_inputs(model, rng, batch=1, size=size) for _ in range(ROWS - 1)]
             feeds = {k: np.concatenate([d[k] for d in draws]) if draws[0][k].ndim else draws[0][k]
                      for k in draws[0]}
-        else:
-            feeds = accepted_inputs(model, rng, f"data for {model.name}", batch=ROWS)
     except OnnxotoError as exc:
         return None, str(exc)
     data = os.path.join(folder, "data.npz")
     np.savez(data, **feeds)
     return data, ""
+
+
+def _free_size(model, feeds):
+    """The size the generated inputs gave the symbolic dims besides the batch (2 if there are none)."""
+    for name in model.input_names:
+        for axis, dim in enumerate((model.shapes.get(name) or ())[1:], start=1):
+            if not isinstance(dim, int):
+                return feeds[name].shape[axis]
+    return 2
 
 
 def command(args, timeout=TIMEOUT_S):

@@ -136,11 +136,19 @@ def _model_for_data(path, dense, dataset, data, options, log):
             dense = graph.from_proto(plan.relaxed, dense.name, strict=True)
     rows_per_run = plan.rows_per_run if plan is not None else None
     first = next(dataset.batches(rows_per_run or options.batch_size))
-    probe = probe_model(dense.proto, {n: first[n] for n in dense.input_names}, what)
+    feeds = {n: first[n] for n in dense.input_names}
+    probe = probe_model(dense.proto, feeds, what)
+    rows = len(first[dense.input_names[0]]) if dense.input_names else 0
+    if not probe.ran and rows > 1:  # a symbolic batch declared, but 1 fixed inside (a traced view)?
+        single = probe_model(dense.proto, {n: v[:1] for n, v in feeds.items()}, what)
+        if single.ran:
+            log(f"the model does not run on {rows} rows ({probe.error.split(': ', 1)[-1][:160]}) but does on one: "
+                f"training one row at a time, gradients accumulated over {options.batch_size} rows per step")
+            probe, rows_per_run = single, 1
     if not probe.ran:
         raise ModelError(f"{probe.error} (on the first batch of {os.path.basename(os.fspath(data))})")
     check_finite(probe, what, f"the first batch of {os.path.basename(os.fspath(data))}")
-    return dense, rows_per_run, shapes or None, plan is not None
+    return dense, rows_per_run, shapes or None, plan is not None or rows_per_run == 1
 
 
 def data_shapes(model, dataset):

@@ -33,6 +33,11 @@ def has_free_sizes(model):
     return any(not isinstance(d, int) for name in model.input_names for d in (model.shapes.get(name) or ())[1:])
 
 
+def has_symbolic_batch(model):
+    """Whether an input's first axis is symbolic."""
+    return any(not isinstance((model.shapes.get(name) or (1,))[0], int) for name in model.input_names)
+
+
 def index_limit(model, name):
     """Row count of the smallest table the integer input `name` indexes (through Cast, Reshape, ...),
     or None when it indexes none (then it is a mask, a flag or a count)."""

@@ -10,7 +10,7 @@ import onnx
 
 from ..child import ChildCrashed, run_child, step
 from ..errors import DataError, ModelError
-from .inputs import has_free_sizes, random_inputs
+from .inputs import has_free_sizes, has_symbolic_batch, random_inputs
 
 SIZES = (16, 32, 64, 128, 256, 512)  # tried in turn for the symbolic dims besides the batch
 _MODEL, _FEEDS, _RESULT = "model.onnx", "feeds.npz", "result.json"
@@ -66,14 +66,17 @@ def accepted_inputs(model, rng, what, batch=2):
     """Generated inputs the dense model runs on with finite outputs: symbolic sizes besides the batch are
     searched upward through SIZES. Raises a one-line ModelError when none works."""
     sizes = SIZES if has_free_sizes(model) else (None,)
+    # an export that declares a symbolic batch but fixed it to 1 inside (a traced view) runs on one row only
+    batches = (batch, 1) if batch != 1 and has_symbolic_batch(model) else (batch,)
     errors = []
-    for size in sizes:
-        feeds = random_inputs(model, rng, batch=batch, size=size or 2)
-        result = probe(model.proto, feeds, what)
-        if result.ran:
-            check_finite(result, what, "generated inputs")
-            return feeds
-        errors.append(result.error)
+    for rows in batches:
+        for size in sizes:
+            feeds = random_inputs(model, rng, batch=rows, size=size or 2)
+            result = probe(model.proto, feeds, what)
+            if result.ran:
+                check_finite(result, what, "generated inputs")
+                return feeds
+            errors.append(result.error)
     tried = f" with symbolic sizes {SIZES[0]}..{SIZES[-1]}" if sizes[0] is not None else ""
     raise ModelError(f"{errors[-1]} (on generated inputs{tried}; pass real inputs with --data FILE, "
                      "or the sizes with --input-shape NAME:DIMS)")
