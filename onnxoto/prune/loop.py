@@ -19,11 +19,12 @@ class TrainingStopped(OnnxotoError):
 
 def targets_for(batch, loss, teacher):
     """What the loss (a LossSpec) compares the outputs with: the labels, the original model's outputs, or both."""
-    if loss.kind == "cross_entropy":
-        return batch[LABELS]
-    names = [i.name for i in teacher.get_inputs()]
-    outputs = teacher.run(list(loss.outputs), {n: batch[n] for n in names})
-    return [batch[LABELS], *outputs] if loss.kind == "cross_entropy+distill" else outputs
+    form = loss.form
+    outputs = []
+    if form.teacher:
+        names = [i.name for i in teacher.get_inputs()]
+        outputs = teacher.run(list(loss.outputs), {n: batch[n] for n in names})
+    return form.targets(batch[LABELS] if form.class_labels else None, outputs)
 
 
 def model_inputs(batch, session):
@@ -42,7 +43,7 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     on_epoch(): extra numbers for the epoch's record (the validation metric)."""
     comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
-    base_lr = options.learning_rate(session.loss.kind)
+    base_lr = options.learning_rate(session.loss.form)
     history = history if history is not None else []
     start_epoch, skip = 0, 0
     if resume:

@@ -24,7 +24,7 @@ from ..verify.probe import check_finite, probe as probe_model
 from .batch import RowWise, plan_batches
 from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
-from .options import PruneOptions
+from .options import PruneOptions, override
 from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
@@ -55,10 +55,7 @@ class PruneResult:
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
           **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
-    options = options or PruneOptions()
-    for key, value in overrides.items():
-        setattr(options, key, value)
-    options.validate()
+    options = override(options or PruneOptions(), **overrides)
     comm = comm or dist.communicator(options.device)  # one process: a no-op
     log = log if comm.is_root else (lambda line: None)
     output = output or _default_output(model)
@@ -69,12 +66,15 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     dense, rows_per_run, shapes, fixed_batch = _model_for_data(model, dense, dataset, data, options, log)
     analysis = groups.analyze(dense)
     val_set = load_data(val, dense.proto) if val is not None else None
-    if options.loss_kind in ("cross_entropy", "cross_entropy+distill") and not (
+    choice = options.loss_choice
+    if choice is not None and choice.class_labels and not (
             dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
         raise OptionError(f"--loss {options.loss} needs integer class labels in {data}")
-    loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels, temperature=options.temperature,
-                    weights=[options.distill_weight] if options.loss_kind == "cross_entropy+distill" else None)
-    metric = metric_kind(val_set, loss.kind)
+    # the KL term's factor: with cross-entropy beside it, the distillation weight
+    weights = [options.distill_weight] if choice is not None and choice.class_labels and choice.teacher else None
+    loss = loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
+                    weights=weights)
+    metric = metric_kind(val_set, loss.form)
     keep_work = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
@@ -102,7 +102,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
                              "please report this model")
         _save_atomically(pruned, output)
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
-        result.settings = options.resolved(loss.kind, comm.size)
+        result.settings = options.resolved(loss.form, comm.size)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
         latency_batch = 1 if fixed_batch else options.batch_size  # the dense file runs one row at a time
@@ -197,7 +197,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         session.rows_per_run = rows_per_run
         export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
                                                                rows_per_run or options.batch_size, batchnorm, batches)
-        lr = options.learning_rate(loss.kind)
+        lr = options.learning_rate(loss.form)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
                       total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
