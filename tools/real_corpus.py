@@ -119,6 +119,18 @@ def table(rows):
     return "\n".join(lines)
 
 
+def summary(rows):
+    """Counts for the README: files, exporters, files with prunable groups, smaller certified models,
+    and commands that ended in a traceback or a signal."""
+    ran = [r for r in rows if "skipped" not in r]
+    prunable = [r for r in ran if r["analyze"].get("prunable")]
+    smaller = [r for r in prunable if r["prune"].get("code") == 0 and r["prune"].get("written")]
+    bad = [(r["name"], k) for r in ran for k in ("analyze", "prune", "verify")
+           if r[k].get("traceback") or r[k].get("code") is None or r[k]["code"] < 0]
+    return {"files": len(ran), "with_prunable_groups": len(prunable), "smaller_certified": len(smaller),
+            "tracebacks_or_deaths": bad}
+
+
 def _cell(result):
     line = result["line"].replace("|", "/")
     line = line.split("; written to")[0]
@@ -139,7 +151,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.table:
         with open(args.json) as f:
-            print(table(json.load(f)["models"]))
+            rows = json.load(f)["models"]
+        print(table(rows))
+        print(json.dumps(summary(rows)))
         return 0
     chosen = [m for m in MODELS if not args.names or m.name in args.names]
     rows = []
@@ -147,8 +161,14 @@ def main(argv=None):
         row = run_model(model)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if os.path.exists(args.json) and args.names:  # a rerun of some files: keep the others' rows
+        with open(args.json) as f:
+            previous = {r["name"]: r for r in json.load(f)["models"]}
+        rows = [next((r for r in rows if r["name"] == m.name), previous.get(m.name)) for m in MODELS
+                if m.name in previous or m.name in args.names]
     with open(args.json, "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%d"), "rows_of_data": ROWS, "models": rows}, f, indent=1)
+        json.dump({"date": time.strftime("%Y-%m-%d"), "rows_of_data": ROWS, "models": rows,
+                   "summary": summary(rows)}, f, indent=1)
     return 0
 
 
