@@ -38,3 +38,23 @@ def test_an_operator_without_a_trainable_form_is_refused_before_training(tmp_pat
     assert result.output.strip().splitlines()[-1] == (
         "error: cubic.onnx: Resize 'upsample' has no trainable form in onnxruntime-training (mode=cubic)")
     assert not out.exists()
+
+
+def test_a_dynamically_quantized_conv_is_declined_with_the_reason():
+    """onnxruntime's dynamic quantizer: the activation through DynamicQuantizeLinear into ConvInteger, the
+    float bias quantized at run time (Div by the scales, Floor, Cast to int32) and added to the integer
+    sum. Every cut of such a bias group failed the checker; analysis now declines it and says why."""
+    from onnx import TensorProto
+    net = Net(opset=13)
+    x = net.input("x", ("N", 3, 8, 8))
+    q, scale, zero = net.op("DynamicQuantizeLinear", [x], outputs=3)
+    weight = net.const("w_q", np.random.default_rng(0).integers(0, 255, (4, 3, 3, 3)).astype(np.uint8))
+    total = net.op("ConvInteger", [q, weight, zero, net.const("w_zero", np.array(128, np.uint8))], pads=[1] * 4)
+    bias_scale = net.op("Mul", [scale, net.const("w_scale", np.array(0.01, np.float32))])
+    bias = net.op("Cast", [net.op("Floor", [net.op("Div", [net.weight("bias", (4,)), bias_scale])])],
+                  to=TensorProto.INT32)
+    summed = net.op("Add", [total, net.op("Unsqueeze", [bias, net.ints("hw", [1, 2])])])
+    out = net.op("Mul", [net.op("Cast", [summed], to=TensorProto.FLOAT), bias_scale])
+    analysis = groups.analyze(graph.from_proto(net.model(net.conv(out, 4, 2, name="head"))))
+    [bias_group] = [g for g in analysis.groups if "bias" in g.initializers]
+    assert not bias_group.prunable and "quantizes these channels to integers" in bias_group.reason

@@ -138,6 +138,8 @@ def _cell(result):
         return f"**traceback**: {line}"
     if result.get("code") is None or result["code"] < 0:
         return f"**died**: {line}"
+    if result["code"] == 1:  # verify: some group failed
+        return f"**fails**: {line}"
     if result["code"] == 0 and "size_ratio" in result:
         line += f"; file {result['size_ratio']:.2f}x"
     return line
