@@ -150,3 +150,15 @@ def test_accumulated_row_gradients_equal_the_batch_gradient():
     assert np.isclose(grads[0][0], grads[1][0], rtol=1e-5)
     for name, g in grads[0][1].items():
         np.testing.assert_allclose(grads[1][1][name], g, rtol=1e-4, atol=1e-6)
+
+
+def test_a_scalar_model_input_is_one_line_not_a_traceback(tmp_path):
+    """Silero VAD takes its sample rate as a scalar input: the data format has one row per sample."""
+    from edge_helpers import Net
+    net = Net(opset=13)
+    x = net.input("x", ("N", 3, 8, 8))
+    rate = net.input("rate", (), dtype=onnx.TensorProto.FLOAT)
+    model = net.model(net.op("Mul", [net.conv(net.op("Relu", [net.conv(x, 3, 4)]), 4, 2), rate]))
+    result = CliRunner().invoke(main, ["prune", saved(tmp_path, model), "--data",
+                                       data(tmp_path, x=images(4, 8), rate=np.array(2.0, np.float32))])
+    one_line_error(result, "'rate' is a scalar")
