@@ -119,6 +119,36 @@ def table(rows):
     return "\n".join(lines)
 
 
+def short_table(rows):
+    """The README's table: prunable share and a few words per command."""
+    lines = ["| file | exporter | prunable params | prune | verify |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            continue
+        a = r["analyze"]
+        share = f"{100 * a['prunable_share']:.0f}% ({a['prunable']} groups)" if a["code"] == 0 else _short(a)
+        exporter = r["exporter"].split(",")[0].split(" (")[0]
+        lines.append(f"| `{r['name']}` | {exporter} | {share} | {_short(r['prune'])} | {_short(r['verify'])} |")
+    return "\n".join(lines)
+
+
+def _short(result):
+    line = result["line"]
+    if result.get("traceback") or result.get("code") is None or result["code"] < 0:
+        return "**traceback or death**"
+    if result["code"] == 0 and line.startswith("cut model verified"):
+        diff = line.split("max rel diff ")[1].split(")")[0]
+        return f"{result.get('size_ratio', 0):.2f}x file, certified ({diff})"
+    if result["code"] == 0 and line.startswith("verified"):
+        return line.split(",")[0].replace("verified ", "").replace(" prunable groups", "") + " groups certified"
+    if result["code"] == 1:
+        return "fails: " + line.split(",")[0]
+    reason = line.removeprefix("error: ")
+    reason = reason.split(": ", 1)[1] if reason.split(": ", 1)[0].endswith(".onnx") else reason
+    reason = reason.replace("|", "/")
+    return "refused: " + (reason if len(reason) <= 110 else reason[:107] + "...")
+
+
 def summary(rows):
     """Counts for the README: files, exporters, files with prunable groups, smaller certified models,
     and commands that ended in a traceback or a signal."""
@@ -150,11 +180,12 @@ def main(argv=None):
     ap.add_argument("names", nargs="*")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "..", "bench", "real_corpus.json"))
     ap.add_argument("--table", action="store_true", help="print the markdown table of --json and exit")
+    ap.add_argument("--short", action="store_true", help="with --table: the README's shorter table")
     args = ap.parse_args(argv)
     if args.table:
         with open(args.json) as f:
             rows = json.load(f)["models"]
-        print(table(rows))
+        print(short_table(rows) if args.short else table(rows))
         print(json.dumps(summary(rows)))
         return 0
     chosen = [m for m in MODELS if not args.names or m.name in args.names]
