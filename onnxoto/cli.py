@@ -55,11 +55,10 @@ def input_shape_option(command):
 def analyze(model, json_path, input_shape):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
-    from .graph.inputs import describe_sizes
     from .report import analysis_json, analysis_text
     analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)))
     click.echo(analysis_text(analysis))
-    click.echo(describe_sizes(analysis.model))
+    click.echo(graph.describe_sizes(analysis.model))
     if json_path:
         write_json(json_path, analysis_json(analysis))
 
@@ -76,11 +75,10 @@ def analyze(model, json_path, input_shape):
 def verify(model, data, subsets, seed, json_path, input_shape):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
     from . import graph, verify as verifier
-    from .verify.probe import certified_inputs
     shapes = graph.parse_input_shapes(input_shape)
     dense = graph.load(model, strict=True, input_shapes=shapes)
     what = f"verify: {dense.name}"
-    feeds = certified_inputs(dense, data, np.random.default_rng(seed), what)
+    feeds = verifier.certified_inputs(dense, data, np.random.default_rng(seed), what)
     cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
@@ -96,7 +94,7 @@ def verify(model, data, subsets, seed, json_path, input_shape):
 def prune_options(defaults=None, only=None):
     """The click options of PruneOptions' fields (their help, type, choices and default), `only` some of them
     with other `defaults` for a command that shares them (demo)."""
-    from .prune.options import PruneOptions, flag
+    from .prune import PruneOptions, flag
 
     def decorate(command):
         for f in reversed(dataclasses.fields(PruneOptions)):
@@ -127,7 +125,7 @@ def prune(model, data, val, output, report_dir, resume_dir, input_shape, **setti
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from . import graph
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**settings, input_shapes=graph.parse_input_shapes(input_shape))
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
@@ -153,7 +151,7 @@ def demo(report_dir, output, **settings):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
     from the dense model), verify, compare."""
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**{**DEMO, **settings})
     result = run_prune(os.path.join(DATA, "fmnist_resnet.onnx"), os.path.join(DATA, "fmnist_train.npz"), output,
                        val=os.path.join(DATA, "fmnist_test.npz"), options=options, workdir=report_dir,
@@ -175,10 +173,9 @@ def demo(report_dir, output, **settings):
 def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
-    from .prune.evaluate import evaluate, metric_kind, session_model
-    from .report.measure import profile, session
-    from .report.prune import comparison_rows
-    from .report.table import format_table
+    from .prune import evaluate, metric_kind, session_model
+    from .graph import session
+    from .report import comparison_rows, format_table, profile
     from .train import load_data
     shapes = graph.parse_input_shapes(input_shape)
     result = {"dense": profile(dense, batch=batch, repeats=repeats, input_shapes=shapes),

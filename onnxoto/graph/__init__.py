@@ -4,12 +4,17 @@ import tempfile
 
 import onnx
 
-from .inputs import bind_input_shapes, declared, parse_input_shapes
-from .load import bring_versions_in_range, check_domains, read_model
+from .inputs import bind_input_shapes, declared, describe_sizes, parse_input_shapes
+from .load import bring_versions_in_range, check_domains, default_opset, read_model
 from .model import Model
-from .normalize import infer_shapes, normalize
+from .normalize import drop_unused_initializers, infer_shapes, normalize
+from .operands import node_reads
+from .view import (dims, display_name, fresh_name, producers, readers, run, session, static_dims, taken_names,
+                   with_initializers, with_outputs)
 
-__all__ = ["Model", "load", "from_proto", "parse_input_shapes"]
+__all__ = ["Model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto",
+           "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "run", "session",
+           "static_dims", "taken_names", "with_initializers", "with_outputs"]
 
 
 def load(path, strict=False, input_shapes=None):

@@ -2,10 +2,10 @@
 import numpy as np
 from onnx import TensorProto
 
-from .context import ADD, MUL, SENTINEL, NodeContext, Record
+from ..ops import ADD, MUL, spec_of
+from .context import SENTINEL, NodeContext, Record
 from .dims import DimSpace
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
-from .rules import RULES
 
 SINGLE_CHANNEL = "a single channel: cutting it would remove the operator (see erasing)"
 
@@ -15,9 +15,9 @@ def couple(model):
     space, record = DimSpace(), Record()
     for node in model.graph.node:
         ctx = NodeContext(node, model, space, record)
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        spec = spec_of(node)
         unknown = _unknown_shape(model, node)
-        if rule is None:
+        if spec is None or spec.couple is None:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             ctx.pin_all(f"no rule for {domain}{node.op_type}")
         elif _quantizes(model, node):  # the integer side (ConvInteger, MatMulInteger) has no rule to cut it
@@ -27,7 +27,7 @@ def couple(model):
             ctx.pin_all(f"shape of '{unknown}' unknown at {node.op_type} '{node.name or node.output[0]}' "
                         "(computed at run time; --input-shape may resolve it)")
         else:
-            rule(ctx)
+            spec.couple(ctx)
     for name in model.input_names:
         _pin_tensor(model, space, name, f"reaches graph input '{name}'")
     for name in model.output_names:

@@ -1,9 +1,12 @@
-"""A batch size fixed to 1 in the file (tflite2onnx, some TorchScript exports).
+"""The model as the data meets it: symbolic sizes bound to the data's, and a batch size fixed to 1 in the
+file (tflite2onnx, some TorchScript exports) or inside it (a traced view).
 
 If the model computes the same with a symbolic batch (checked by running both on a few rows, in a child
 process), training and everything else run on whole batches of that relaxed model. Otherwise every
-onnxruntime run takes one row at a time and training accumulates the gradients of --batch-size rows."""
+onnxruntime run takes one row at a time and training accumulates the gradients of --batch-size rows.
+Before any of it, the dense model runs on the first batch in a child process (onnxoto.child)."""
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +14,69 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .. import graph
 from ..child import run_child, step
 from ..errors import ModelError
+from ..verify import check_finite, probe as probe_model
 
 CHECK_ROWS = 3
 _TOLERANCE = 1e-4  # of the batched outputs against the row-by-row ones, relative to their scale
+
+
+@dataclass
+class Fit:
+    model: object  # graph.Model to prune
+    rows_per_run: int | None  # 1: one row per onnxruntime run
+    input_shapes: dict | None  # the sizes bound to symbolic input dims
+    fixed_batch: bool  # the dense file itself takes one row per run
+
+
+def model_for_data(path, dense, dataset, data, options, log):
+    """The Fit of the model at `path` (loaded as `dense`) to `dataset`: symbolic sizes bound to the data's when
+    no --input-shape is given, a batch fixed to 1 handled, and the dense model checked to run on the first
+    batch with finite outputs, in a child process (onnxruntime may not survive sizes a model rejects)."""
+    what, source = f"prune: {dense.name}", os.path.basename(os.fspath(data))
+    shapes = options.input_shapes or data_shapes(dense, dataset)
+    if shapes and not options.input_shapes:
+        dense = graph.load(path, strict=True, input_shapes=shapes)
+        log(f"{graph.describe_sizes(dense)}: bound from {source} (the written model keeps them; "
+            "--input-shape NAME:DIMS with -1 keeps a dim symbolic)")
+    plan = plan_batches(dense, dataset, options.batch_size, what)
+    if plan is not None:
+        log(plan.line)
+        if plan.relaxed is not None:
+            dense = graph.from_proto(plan.relaxed, dense.name, strict=True)
+    rows_per_run = plan.rows_per_run if plan is not None else None
+    first = next(dataset.batches(rows_per_run or options.batch_size))
+    feeds = {n: first[n] for n in dense.input_names}
+    result = probe_model(dense.proto, feeds, what)
+    rows = len(first[dense.input_names[0]]) if dense.input_names else 0
+    if not result.ran and rows > 1:  # a symbolic batch declared, but 1 fixed inside (a traced view)?
+        single = probe_model(dense.proto, {n: v[:1] for n, v in feeds.items()}, what)
+        if single.ran:
+            log(f"the model does not run on {rows} rows ({result.error.split(': ', 1)[-1][:160]}) but does on "
+                f"one: training one row at a time, gradients accumulated over {options.batch_size} rows per step")
+            result, rows_per_run = single, 1
+    if not result.ran:
+        raise ModelError(f"{result.error} (on the first batch of {source})")
+    check_finite(result, what, f"the first batch of {source}")
+    return Fit(dense, rows_per_run, shapes or None, plan is not None or rows_per_run == 1)
+
+
+def data_shapes(model, dataset):
+    """{input: (-1, sizes of the data)} for inputs with symbolic dims besides the batch; {} if none."""
+    shapes = {}
+    for name in model.input_names:
+        dims = model.shapes.get(name) or ()
+        if any(not isinstance(d, int) for d in dims[1:]) and name in dataset.arrays:
+            shapes[name] = (-1, *dataset.arrays[name].shape[1:])
+    return shapes
+
+
+def session_for(proto, rows_per_run):
+    """An inference session of `proto`; of a batch-1 model, run one row at a time."""
+    session = graph.session(proto)
+    return RowWise(session) if rows_per_run else session
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
-from ..train.data import LABELS
+from ..train import LABELS
 
 CHECKPOINT = "checkpoint.npz"
 

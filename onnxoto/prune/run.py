@@ -1,4 +1,5 @@
 """`onnxoto prune` end to end: load, analyze, train with a sparse optimizer, cut, certify, save."""
+import functools
 import os
 import shutil
 import tempfile
@@ -6,23 +7,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .. import dist, graph, groups
-from ..graph.inputs import describe_sizes
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
-from ..report.measure import profile, session as measure_session
+from ..report import profile
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
-                     recalibrate_batchnorm, trainable_params)
-from ..train.forms import to_trainable, untrainable_operator
-from ..verify import relative_difference, run as run_model
-from ..verify.certify import TOLERANCE, scale_floors
-from ..verify.probe import check_finite, probe as probe_model
-from .batch import RowWise, plan_batches
-from .evaluate import evaluate, metric_kind, session_model, training_model
+                     recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
+from ..verify import TOLERANCE, relative_difference, scale_floors
+from .batch import model_for_data, session_for
+from .metric import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions, override
 from .zigs import in_training_layout, optimizer_groups, unit_groups
@@ -52,125 +48,125 @@ class PruneResult:
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
 
 
+@dataclass
+class Job:
+    """What every step of one run reads: the inputs loaded and checked, the options, the ranks."""
+    model: str  # the dense model's path
+    output: str
+    dense: object  # graph.Model
+    analysis: object  # groups.Analysis
+    dataset: object  # all of the training data: rank 0 certifies and times on it
+    shard: object  # this rank's part of each batch (all of it in one process)
+    val: object  # validation Dataset or None
+    loss: object  # train.LossSpec
+    metric: str | None
+    teacher: object  # an inference session of the dense model
+    options: PruneOptions
+    comm: object
+    log: object
+    rows_per_run: int | None = None  # 1: the model runs one row at a time (a batch fixed to 1), prune.batch
+    input_shapes: dict | None = None  # the sizes bound to symbolic input dims (--input-shape or the data's)
+    fixed_batch: bool = False  # the dense file takes one row per run: its latency is measured at batch 1
+
+    @property
+    def run_batch(self):
+        """Rows per onnxruntime run outside training."""
+        return self.rows_per_run or self.options.batch_size
+
+
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
           **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
     options = override(options or PruneOptions(), **overrides)
     comm = comm or dist.communicator(options.device)  # one process: a no-op
-    log = log if comm.is_root else (lambda line: None)
-    output = output or _default_output(model)
+    job = _load(model, data, output or _default_output(model), val, options, comm,
+                log if comm.is_root else (lambda line: None))
+    keep_work = workdir is not None
+    workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        trained, masks, history = _train(job, workdir, resume)
+        if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
+            result = _result(job, masks, history, float("nan"))
+            result.is_root = False
+            return result
+        erased = _erased(job.analysis, masks)
+        pruned, diff = _cut_and_certify(job, trained, masks, erased)
+        _save_atomically(pruned, job.output)
+        return _measured(_result(job, masks, history, diff), job, pruned, erased)
+    finally:
+        if not keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _load(model, data, output, val, options, comm, log):
+    """Everything the run reads, loaded and checked before any work: model, groups, data, loss."""
     _check_output(output)
     dense = graph.load(model, strict=True, input_shapes=options.input_shapes)
     source, presharded = dist.source_for(data, comm)
-    dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
-    dense, rows_per_run, shapes, fixed_batch = _model_for_data(model, dense, dataset, data, options, log)
+    dataset = load_data(source, dense.proto)
+    # sizes from the data, a batch fixed to 1, the dense model run on the first batch in a child process
+    fit = model_for_data(model, dense, dataset, data, options, log)
+    dense = fit.model
     analysis = groups.analyze(dense)
     val_set = load_data(val, dense.proto) if val is not None else None
+    loss = _loss(dense, dataset, options, data)
+    return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
+               shard=dist.shard(dataset, comm, options.batch_size, presharded), val=val_set, loss=loss,
+               metric=metric_kind(val_set, loss.form), teacher=session_for(dense.proto, fit.rows_per_run),
+               options=options, comm=comm, log=log, rows_per_run=fit.rows_per_run, input_shapes=fit.input_shapes,
+               fixed_batch=fit.fixed_batch)
+
+
+def _loss(dense, dataset, options, data):
+    """The loss --loss names, or the one the labels imply; refused when the data cannot feed it."""
     choice = options.loss_choice
     if choice is not None and choice.class_labels and not (
             dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
         raise OptionError(f"--loss {options.loss} needs integer class labels in {data}")
     # the KL term's factor: with cross-entropy beside it, the distillation weight
     weights = [options.distill_weight] if choice is not None and choice.class_labels and choice.teacher else None
-    loss = loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
+    return loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
                     weights=weights)
-    metric = metric_kind(val_set, loss.form)
-    keep_work = workdir is not None
-    workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        teacher = _session(dense.proto, rows_per_run)
-        shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
-        trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric, rows_per_run)
-        masks = opt.keep_masks()
-        keep = _complete_keep(analysis, masks)
-        if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
-            result = _result(model, output, dense, analysis, masks, options, history, float("nan"), metric)
-            result.is_root = False
-            return result
-        erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
-        # a branch inside another erased branch goes with it: the outer one is reported
-        erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
-        trained_model = graph.Model.from_proto(trained, dense.name)
-        pruned = cut(trained_model, analysis.groups, keep, erased)
-        # the certificate compares with the trained model itself: this also proves its zeros are exact
-        floors = scale_floors(trained_model, trained_model.output_names)
-        diff = _verify_on_data(trained, pruned, dataset, options, floors, rows_per_run)
-        if diff > TOLERANCE:
-            raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
-                             "please report this model")
-        _save_atomically(pruned, output)
-        result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
-        result.settings = options.resolved(loss.form, comm.size)
-        result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
-                          "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
-        latency_batch = 1 if fixed_batch else options.batch_size  # the dense file runs one row at a time
-        sample = next(dataset.batches(latency_batch))
-        result.dense.update(profile(model, batch=latency_batch, sample=sample, input_shapes=shapes))
-        result.pruned.update(profile(output, batch=latency_batch, sample=sample))
-        reference = session_model(teacher)
-        result.dense["metric"] = evaluate(reference, val_set, metric, reference)
-        result.pruned["metric"] = evaluate(session_model(_session(pruned, rows_per_run)), val_set, metric, reference)
-        return result
-    finally:
-        if not keep_work:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _model_for_data(path, dense, dataset, data, options, log):
-    """(the model to prune, rows per onnxruntime run, the sizes bound, whether the file fixes the batch to 1):
-    symbolic sizes bound to the data's when no
-    --input-shape is given, a batch fixed to 1 handled (prune.batch), and the dense model checked to run
-    on the first batch, in a child process (onnxruntime may not survive a model at sizes it rejects)."""
-    what = f"prune: {dense.name}"
-    shapes = options.input_shapes or data_shapes(dense, dataset)
-    if shapes and not options.input_shapes:
-        dense = graph.load(path, strict=True, input_shapes=shapes)
-        log(f"{describe_sizes(dense)}: bound from {os.path.basename(os.fspath(data))} (the written model keeps "
-            "them; --input-shape NAME:DIMS with -1 keeps a dim symbolic)")
-    plan = plan_batches(dense, dataset, options.batch_size, what)
-    if plan is not None:
-        log(plan.line)
-        if plan.relaxed is not None:
-            dense = graph.from_proto(plan.relaxed, dense.name, strict=True)
-    rows_per_run = plan.rows_per_run if plan is not None else None
-    first = next(dataset.batches(rows_per_run or options.batch_size))
-    feeds = {n: first[n] for n in dense.input_names}
-    probe = probe_model(dense.proto, feeds, what)
-    rows = len(first[dense.input_names[0]]) if dense.input_names else 0
-    if not probe.ran and rows > 1:  # a symbolic batch declared, but 1 fixed inside (a traced view)?
-        single = probe_model(dense.proto, {n: v[:1] for n, v in feeds.items()}, what)
-        if single.ran:
-            log(f"the model does not run on {rows} rows ({probe.error.split(': ', 1)[-1][:160]}) but does on one: "
-                f"training one row at a time, gradients accumulated over {options.batch_size} rows per step")
-            probe, rows_per_run = single, 1
-    if not probe.ran:
-        raise ModelError(f"{probe.error} (on the first batch of {os.path.basename(os.fspath(data))})")
-    check_finite(probe, what, f"the first batch of {os.path.basename(os.fspath(data))}")
-    return dense, rows_per_run, shapes or None, plan is not None or rows_per_run == 1
-
-
-def data_shapes(model, dataset):
-    """{input: (-1, sizes of the data)} for inputs with symbolic dims besides the batch; {} if none."""
-    shapes = {}
-    for name in model.input_names:
-        dims = model.shapes.get(name) or ()
-        if any(not isinstance(d, int) for d in dims[1:]) and name in dataset.arrays:
-            shapes[name] = (-1, *dataset.arrays[name].shape[1:])
-    return shapes
-
-
-def _session(proto, rows_per_run):
-    """An inference session of `proto`; of a batch-1 model, run one row at a time."""
-    session = measure_session(proto)
-    return RowWise(session) if rows_per_run else session
-
-
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
-           rows_per_run=None):
-    """Returns (trained ModelProto, optimizer, history)."""
+def _train(job, workdir, resume):
+    """Train with the sparse optimizer; returns (the trained ModelProto, its keep masks, the history)."""
+    options, comm = job.options, job.comm
     batchnorm = options.batchnorm_mode(comm.size)
+    prepared, param_map, trainable = _training_graph(job.dense, batchnorm)
+    zig_groups = _optimizer_groups(job, trainable, param_map)
+    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
+    if problem:
+        raise ModelError(f"{job.dense.name}: {problem}")
+    with TrainingSession(prepared, job.loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+                         requires_grad=param_map.training_params(trainable), model_name=job.dense.name,
+                         batchnorm=batchnorm, probe=_first_steps(job)) as session:
+        session.rows_per_run = job.rows_per_run
+        export = functools.partial(_export, job, session, param_map, batchnorm)
+        opt = _optimizer(job, session, zig_groups, batchnorm)
+        on_epoch = None
+        if job.val is not None and comm.is_root:
+            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export, job),  # noqa: E731
+                                                       job.val, job.metric, session_model(job.teacher))}
+        history = train(session, opt, job.shard, options, workdir, job.teacher, resume, job.log, comm=comm,
+                        on_epoch=on_epoch)
+        trained = export()
+    return trained, opt.keep_masks(), history
+
+
+def _first_steps(job):
+    """(inputs, targets) of the first batch: the builder's child process takes the first training and eval
+    steps on it, where onnxruntime dying is an error naming the model. None on a rank with no rows."""
+    first = next(job.shard.batches(job.rows_per_run or job.options.batch_size))
+    names = job.dense.input_names
+    if not names or not len(first[names[0]]):
+        return None
+    return {n: first[n] for n in names}, targets_for(first, job.loss, job.teacher)
+
+
+def _training_graph(dense, batchnorm):
+    """(the training graph, its ParamMap, the names of the dense model's trainable parameters)."""
     if batchnorm == "batch":
         check_recalibration(dense.proto)
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
@@ -178,73 +174,97 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
-    zig_groups = optimizer_groups(analysis, trainable, options.round_to)
-    if options.erase:
-        zig_groups += unit_groups(analysis, trainable)
+    return prepared, param_map, trainable
+
+
+def _optimizer_groups(job, trainable, param_map):
+    """The analysis' prunable groups (and erasable branches, with --erase) over the training graph."""
+    zig_groups = optimizer_groups(job.analysis, trainable, job.options.round_to)
+    if job.options.erase:
+        zig_groups += unit_groups(job.analysis, trainable)
     if not zig_groups:
-        raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
-    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
-    if problem:
-        raise ModelError(f"{dense.name}: {problem}")
-    zig_groups = in_training_layout(zig_groups, param_map)
-    steps = options.epochs * -(-len(dataset) // options.batch_size)
-    first = next(dataset.batches(rows_per_run or options.batch_size))
-    first_steps = ({n: first[n] for n in dense.input_names}, targets_for(first, loss, teacher)) \
-        if len(first[dense.input_names[0]]) else None  # taken in the builder's child: a crash there is an error
-    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
-                         requires_grad=param_map.training_params(trainable), model_name=dense.name,
-                         batchnorm=batchnorm, probe=first_steps) as session:
-        session.rows_per_run = rows_per_run
-        export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
-                                                               rows_per_run or options.batch_size, batchnorm, batches)
-        lr = options.learning_rate(loss.form)
-        base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
-        kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
-                      total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
-                      flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
-        if options.optimizer == "hesso-cric":
-            probe = next(dataset.batches(options.batch_size))
-            probe_target = targets_for(probe, loss, teacher)
-            rows = len(probe[session.input_names[0]])  # CRIC's loss: the probe batch's, over all ranks
-            # on batch statistics, the loss training sees is the training graph's (the gradients it also
-            # computes are not read: the step that asks for this loss has applied its own already)
-            measure = session.train_step if batchnorm == "batch" else session.eval_loss
-            kwargs["loss_fn"] = lambda: comm.mean(measure(model_inputs(probe, session), probe_target), weight=rows)
-        opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
-        on_epoch = None
-        if val_set is not None and comm.is_root:
-            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export, rows_per_run),  # noqa: E731
-                                                       val_set, metric, session_model(teacher))}
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
-        trained = export()
-    return trained, opt, history
+        raise ModelError(f"{job.dense.name}: no prunable group (run `onnxoto analyze` to see why)")
+    return in_training_layout(zig_groups, param_map)
 
 
-def _model_so_far(session, batchnorm, export, rows_per_run):
+def _optimizer(job, session, zig_groups, batchnorm):
+    """The sparse optimizer on the session's parameters, following SGD or AdamW."""
+    options, analysis = job.options, job.analysis
+    lr = options.learning_rate(job.loss.form)
+    base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
+    kwargs = dict(total_steps=options.epochs * -(-len(job.shard) // options.batch_size),
+                  target_sparsity=options.target_sparsity, target_flops=options.target_flops,
+                  total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
+                  flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
+    if options.optimizer == "hesso-cric":
+        kwargs["loss_fn"] = _probe_loss(job, session, batchnorm)
+    return OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
+
+
+def _probe_loss(job, session, batchnorm):
+    """CRIC's loss: the first batch's, over all ranks. On batch statistics the loss training sees is the
+    training graph's (the gradients it also computes are not read: the step that asks for this loss has
+    applied its own already)."""
+    probe = next(job.shard.batches(job.options.batch_size))
+    target = targets_for(probe, session.loss, job.teacher)
+    rows = len(probe[session.input_names[0]])
+    measure = session.train_step if batchnorm == "batch" else session.eval_loss
+    return lambda: job.comm.mean(measure(model_inputs(probe, session), target), weight=rows)
+
+
+def _model_so_far(session, batchnorm, export, job):
     """The model in training, for the epochs' metric. Eval mode normalizes by the running statistics,
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(_session(export(VAL_RECALIBRATION_BATCHES), rows_per_run))
+    return session_model(session_for(export(VAL_RECALIBRATION_BATCHES), job.rows_per_run))
 
 
-def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
+def _export(job, session, param_map, batchnorm, batches=RECALIBRATION_BATCHES):
     """The dense graph with the session's weights; trained on batch statistics, BatchNorm's running
     statistics are then recalibrated on `batches` batches of the training data."""
-    trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
+    weights = dict(param_map.to_original(n, w) for n, w in session.weights().items())
+    trained = graph.with_initializers(job.dense.proto, weights)
     if batchnorm == "batch":
-        trained = recalibrate_batchnorm(trained, dataset, batches=batches, batch_size=batch_size)
+        trained = recalibrate_batchnorm(trained, job.shard, batches=batches, batch_size=job.run_batch)
     return trained
 
 
-def _with_weights(proto, weights):
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for k, init in enumerate(out.graph.initializer):
-        if init.name in weights:
-            array = weights[init.name].astype(numpy_helper.to_array(init).dtype).reshape(tuple(init.dims))
-            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
-    return out
+def _erased(analysis, masks):
+    """The erasable branches training zeroed whole; a branch inside another goes with it (the outer one
+    is reported)."""
+    erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
+    return [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
+
+
+def _cut_and_certify(job, trained, masks, erased):
+    """The cut model and its largest difference from the trained one on real batches. The certificate
+    compares with the trained model itself: this also proves its zeros are exact."""
+    trained_model = graph.Model.from_proto(trained, job.dense.name)
+    pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
+    floors = scale_floors(trained_model, trained_model.output_names)
+    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch)
+    if diff > TOLERANCE:
+        raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
+                         "please report this model")
+    return pruned, diff
+
+
+def _measured(result, job, pruned, erased):
+    """The result with the settings as run, the erased branches, and both models' latency and metric."""
+    options, analysis = job.options, job.analysis
+    result.settings = options.resolved(job.loss.form, job.comm.size)
+    result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
+                      "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
+    latency_batch = 1 if job.fixed_batch else options.batch_size  # the dense file runs one row at a time
+    sample = next(job.dataset.batches(latency_batch))
+    result.dense.update(profile(job.model, batch=latency_batch, sample=sample, input_shapes=job.input_shapes))
+    result.pruned.update(profile(job.output, batch=latency_batch, sample=sample))
+    reference = session_model(job.teacher)
+    result.dense["metric"] = evaluate(reference, job.val, job.metric, reference)
+    result.pruned["metric"] = evaluate(session_model(session_for(pruned, job.rows_per_run)), job.val, job.metric,
+                                       reference)
+    return result
 
 
 def _complete_keep(analysis, masks):
@@ -256,32 +276,33 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors, rows_per_run=None):
+def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
-    for k, batch in enumerate(dataset.batches(rows_per_run or options.batch_size)):
+    for k, batch in enumerate(dataset.batches(batch_size)):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds), floors))
+        worst = max(worst, relative_difference(graph.run(trained, feeds), graph.run(pruned, feeds), floors))
     return worst
 
 
-def _result(model, output, dense, analysis, masks, options, history, diff, metric):
+def _result(job, masks, history, diff):
     """The result before measuring; `masks` are the optimizer's, where channels inside an erased
     branch may leave a whole group (the cut keeps those through _complete_keep, the erasure removes them)."""
+    analysis, options = job.analysis, job.options
     pruned_params, pruned_flops = analysis.predict_cost(_complete_keep(analysis, masks))
     keep = {g.id: np.asarray(masks.get(g.id, np.ones(g.num_zigs, bool)), bool) for g in analysis.prunable}
     total = sum(g.num_zigs for g in analysis.prunable)
     removed = sum(int((~m).sum()) for m in keep.values())
     return PruneResult(
-        dense_model=os.fspath(model), pruned_model=os.fspath(output), keep=keep,
+        dense_model=os.fspath(job.model), pruned_model=os.fspath(job.output), keep=keep,
         group_sparsity=removed / total if total else 0.0, target_sparsity=options.target_sparsity,
         target_flops=options.target_flops,
         dense={"params": int(analysis.params), "flops": int(analysis.flops)},
         pruned={"params": int(pruned_params), "flops": int(pruned_flops)},
-        verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=metric,
+        verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=job.metric,
         groups=[{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "kept": int(keep[g.id].sum())}
                 for g in analysis.prunable])
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxoto.child import run_child, step
-from onnxoto.errors import ModelError, OptionError
-from onnxoto.train.kinds import Loss, loss_from_labels, loss_named
-from onnxoto.train.trainable import prepare_for_training, trainable_params, unique_name
+from ..child import run_child, step
+from ..errors import ModelError, OptionError
+from ..graph import fresh_name, taken_names
+from .kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
+from .trainable import prepare_for_training, trainable_params
 
-DEFAULT_TEMPERATURE = 4.0  # of the distillation term mixed with cross-entropy (Hinton et al.)
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
 _PROBE = "probe.npz"  # a batch (model inputs and loss targets by name) for the first steps
@@ -65,14 +65,13 @@ def loss_for(model: onnx.ModelProto, kind: str | Loss | None = None, labels: np.
     if output is not None and output not in graph_outputs:
         raise OptionError(f"model has no output {output!r} (outputs: {', '.join(graph_outputs)})")
     outputs = graph_outputs if form.all_outputs else [output or graph_outputs[0]]
-    taken = {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
-    taken |= {name for node in model.graph.node for name in node.output}
+    taken = taken_names(model.graph)
     targets = []
     if form.class_labels:
         _check_logits(model, outputs[0])
-        targets.append(unique_name("labels", taken))
+        targets.append(fresh_name("labels", taken))
     if form.teacher:
-        targets += [unique_name("target" if form.regression else f"{name}_teacher", taken) for name in outputs]
+        targets += [fresh_name("target" if form.regression else f"{name}_teacher", taken) for name in outputs]
     weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(outputs):
         raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")
@@ -129,8 +128,8 @@ def _run_child(directory: Path, name: str, timeout: float | None) -> None:
 def generate_here(directory: str) -> None:
     """Build the artifacts in this process (the child's side of build_artifacts); then, given a probe
     batch, take the first training and eval steps on it, where a crash of onnxruntime costs nothing."""
-    from onnxoto.train import ort
-    from onnxoto.train.losses import SpecLoss
+    from . import ort
+    from .losses import SpecLoss
 
     os.chdir(directory)  # onnxblock writes its temporary model into the working directory
     spec = json.loads(Path(_SPEC).read_text())

@@ -3,6 +3,8 @@ other integer inputs (masks, flags) are 0 or 1."""
 import numpy as np
 from onnx import helper, numpy_helper
 
+from ..ops import attribute
+
 SYMBOLIC_SIZE = 2
 # ops an index passes through unchanged on its way to the table it indexes
 _INDEX_PASS_THROUGH = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Transpose", "Expand"}
@@ -54,7 +56,7 @@ def index_limit(model, name):
                 todo.append(node.output[0])
             elif node.op_type == "Gather" and slot == 1:
                 table = model.shapes.get(node.input[0])
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                axis = attribute(node, "axis", 0)
                 if table and isinstance(table[axis], int):
                     limits.append(table[axis])
             elif node.op_type == "OneHot" and slot == 0 and node.input[1] in model.initializers:

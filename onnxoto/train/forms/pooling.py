@@ -3,7 +3,8 @@ dies of SIGFPE in onnxruntime-training 1.19.2 CPU) as a depthwise Conv with a co
 import numpy as np
 from onnx import helper
 
-from onnxoto.train.forms.context import Context, Unsupported, attribute
+from ...ops import attribute
+from .context import Context, Unsupported
 
 
 def global_max_pool(node, ctx: Context) -> None:
