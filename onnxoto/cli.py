@@ -75,10 +75,12 @@ def analyze(model, json_path, input_shape):
 def verify(model, data, subsets, seed, json_path, input_shape):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
     from . import graph, verify as verifier
+    from .train import load_data
     shapes = graph.parse_input_shapes(input_shape)
     dense = graph.load(model, strict=True, input_shapes=shapes)
     what = f"verify: {dense.name}"
-    feeds = verifier.certified_inputs(dense, data, np.random.default_rng(seed), what)
+    arrays = load_data(data, dense.proto).arrays if data else None
+    feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
     cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"

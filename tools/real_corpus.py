@@ -98,7 +98,9 @@ def run_model(model):
         row["prune"] = {"code": code, "line": line, "s": round(seconds, 1), "traceback": trace,
                         "written": os.path.exists(out)}
         if os.path.exists(out):
-            row["prune"]["size_ratio"] = os.path.getsize(out) / os.path.getsize(path)
+            shipped = sum(os.path.getsize(os.path.join(os.path.dirname(path), f))
+                          for f in (os.path.basename(path), *model.extra))  # with its external data
+            row["prune"]["size_ratio"] = os.path.getsize(out) / shipped
         code, line, seconds, trace = command(["verify", path, "--subsets", "1"])
         row["verify"] = {"code": code, "line": line, "s": round(seconds, 1), "traceback": trace}
     return row

@@ -90,16 +90,16 @@ def check_finite(result, what, source):
     raise DataError(f"{what}: the dense model's own outputs are not finite on {source}: {advice}")
 
 
-def certified_inputs(model, data, rng, what, rows=4):
-    """The inputs verify compares on: the first rows of `data` (a file) when given, after checking that the
-    dense model runs on them with finite outputs; else generated ones it accepts (accepted_inputs)."""
-    if data is None:
+def certified_inputs(model, arrays, source, rng, what, rows=4):
+    """The inputs verify compares on: the first rows of `arrays` (input name -> array, read from `source`)
+    when given, after checking that the dense model runs on them with finite outputs; else generated ones it
+    accepts (accepted_inputs)."""
+    if arrays is None:
         return accepted_inputs(model, rng, what)
-    from ..train import load_data
-    dataset = load_data(data, model.proto)
-    first = {name: dataset.arrays[name] for name in model.input_names}
+    data = source
+    first = {name: arrays[name] for name in model.input_names}
     batch = [(model.shapes.get(n) or (None,))[0] for n in model.input_names]
-    take = batch[0] if isinstance(batch[0], int) else min(rows, len(dataset))
+    take = batch[0] if isinstance(batch[0], int) else min(rows, len(next(iter(first.values()))))
     feeds = {name: np.ascontiguousarray(array[:take]) for name, array in first.items()}
     result = probe(model.proto, feeds, what)
     if not result.ran:
