@@ -140,6 +140,35 @@ def prune(model, data, val, output, report_dir, resume_dir, input_shape, **setti
 
 
 # BatchNorm on batch statistics (the default) lets SGD run at 0.02, ten times the safe default of ce+distill
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The latency table (JSON) to write.")
+@click.option("--batch", type=int, default=64, show_default=True, help="Batch the model will serve.")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads [onnxruntime's default].")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True, help="onnxruntime execution provider.")
+@click.option("--rounds", type=int, default=20, show_default=True,
+              help="Timed runs of each cut model (round-robin with the dense one; more on a noisy machine).")
+@user_errors
+def profile(model, output, batch, threads, provider, rounds):
+    """Measure MODEL's latency table on this machine: what each prunable group saves at each width.
+    Needs onnxruntime only (no training build): run it where the model will be served."""
+    import onnxruntime
+    from . import graph, groups
+    from .errors import OptionError
+    from .latency import measure_table
+    if batch < 1 or rounds < 1 or (threads is not None and threads < 1):
+        raise OptionError("--batch, --threads and --rounds must be at least 1")
+    if provider not in onnxruntime.get_available_providers():
+        raise OptionError(f"--provider {provider}: not in this onnxruntime "
+                          f"({', '.join(onnxruntime.get_available_providers())})")
+    analysis = groups.analyze(graph.load(model, strict=True))
+    table = measure_table(analysis, batch=batch, threads=threads, provider=provider, rounds=rounds,
+                          log=lambda line: click.echo(line, err=True))
+    table.save(output)
+    click.echo(f"{output}: {len(table.groups)} groups at batch {table.batch}, dense {table.dense_ms:.2f} ms; "
+               f"--round-to auto would pick {table.auto_block()}")
+
+
 DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "batch_size": 64, "optimizer": "hesso",
         "round_to": 8}
 
@@ -177,11 +206,11 @@ def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
     from . import graph
     from .prune import evaluate, metric_kind, session_model
     from .graph import session
-    from .report import comparison_rows, format_table, profile
+    from .report import comparison_rows, format_table, profile_pair
     from .train import load_data
     shapes = graph.parse_input_shapes(input_shape)
-    result = {"dense": profile(dense, batch=batch, repeats=repeats, input_shapes=shapes),
-              "pruned": profile(pruned, batch=batch, repeats=repeats, input_shapes=shapes)}
+    result = dict(zip(("dense", "pruned"), profile_pair([dense, pruned], batch=batch, repeats=repeats,
+                                                        input_shapes=shapes)))
     kind = None
     if data:
         dataset = load_data(data, graph.load(dense, strict=True).proto)
@@ -195,6 +224,7 @@ def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
         result[f"speedup_{key}"] = result["dense"]["latency_ms"][key] / result["pruned"]["latency_ms"][key]
     click.echo(format_table(["", "dense", "pruned", "ratio"], comparison_rows(result["dense"], result["pruned"], kind)))
     click.echo(f"\nideal speed-up (FLOPs ratio) {result['ideal_speedup']:.2f}x; realised: batch 1 "
-               f"{result['speedup_batch1']:.2f}x, batch {batch} {result['speedup_batchN']:.2f}x (medians of {repeats} runs)")
+               f"{result['speedup_batch1']:.2f}x, batch {batch} {result['speedup_batchN']:.2f}x (lower quartiles of "
+               f"{repeats} runs each, timed round-robin)")
     if json_path:
         write_json(json_path, result)

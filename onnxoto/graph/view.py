@@ -84,8 +84,8 @@ def with_outputs(proto, names):
     return out
 
 
-def session(proto_or_path, threads=None):
-    """An onnxruntime InferenceSession on the CPU, quiet, of a ModelProto or a file."""
+def session(proto_or_path, threads=None, provider="CPUExecutionProvider"):
+    """An onnxruntime InferenceSession (on the CPU by default), quiet, of a ModelProto or a file."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -93,7 +93,7 @@ def session(proto_or_path, threads=None):
     if threads:
         options.intra_op_num_threads = threads
     source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=[provider])
 
 
 def run(proto, feeds):

@@ -8,7 +8,7 @@ from .backend import array_module, to_numpy
 from .groups import ZigIndex, merge_bands
 from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
-from .select import select
+from .select import select, select_latency
 from .snapshot import restore_into, save_into
 
 # global: one ranking of raw saliencies (HESSO's), so a layer whose weights are small can be emptied first;
@@ -21,8 +21,13 @@ DEFAULT_SALIENCY_SCOPE = "group"
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope=DEFAULT_SALIENCY_SCOPE):
-        if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
+                 total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope=DEFAULT_SALIENCY_SCOPE,
+                 target_latency=None, latency=None, latency_fn=None):
+        if target_latency is not None:  # keep at most this fraction of the dense latency, by `latency`'s table
+            if latency is None or not 0 < target_latency < 1:
+                raise OptionError(f"target latency must be in (0, 1) with a latency table, got {target_latency}")
+            target_sparsity = target_flops = None
+        elif target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
             raise OptionError(f"target FLOPs fraction must be in (0, 1), got {target_flops}")
@@ -40,6 +45,10 @@ class Hesso:
         self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
+        # latency_fn(keep masks) -> latency of that cut as a fraction of the dense one, measured: where the
+        # table was measured on this machine, the last period's selection is checked against it
+        self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
+        self._latency_scale = 1.0  # measured budget / the table's, learned period by period
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -119,6 +128,8 @@ class Hesso:
         return inside
 
     def _select_channels(self, period, subset):
+        if self.target_latency is not None:
+            return self._select_for_latency(period, subset)
         budget, cost = self._budget(period)
         limit = self._budget(self.schedule.periods - 1)[0]
         new = select(*subset, budget, cost, limit)
@@ -133,6 +144,30 @@ class Hesso:
             factor = min(2.0, goal / removed)
             budget, limit = budget * factor, limit * factor
             new = select(*subset, budget, cost, limit)
+        return new
+
+    def _select_for_latency(self, period, subset):
+        """The period's share of the latency saving, by the table; with a measured latency_fn (the table
+        is this machine's), each period's choice is timed and its budget corrected until the cut lands
+        within 3% of the period's goal, the correction carried into the next period."""
+        share = (period + 1) / self.schedule.periods
+        goal = 1.0 - share * (1.0 - self.target_latency)
+        budget = self.latency.additive_for(goal) * self._latency_scale
+        savings = [self.latency.savings(g.id) for g in self.groups]
+        new = select_latency(*subset, budget, savings)
+        if self.latency_fn is None:
+            return new
+        tried = []
+        for _ in range(4):
+            measured = self.latency_fn({g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)})
+            tried.append((measured, new, budget))
+            if abs(measured - goal) <= 0.03 * goal:
+                break
+            budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.05), 0.5, 2.0))
+            new = select_latency(*subset, budget, savings)
+        below = [t for t in tried if t[0] <= goal * 1.03]
+        measured, new, budget = max(below, key=lambda t: t[0]) if below else min(tried, key=lambda t: t[0])
+        self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
         return new
 
     def _subset(self, which, scores, pruned=None):
@@ -220,7 +255,7 @@ class Hesso:
 
     # --- resume and snapshots ----------------------------------------------------------------
     def state_dict(self):
-        state = {"t": self.t}
+        state = {"t": self.t, "latency_scale": self._latency_scale}
         for g, p, f in zip(self.groups, self.pruned, self.fading):
             state[f"pruned/{g.id}"] = p.astype(np.uint8)
             state[f"fading/{g.id}"] = f.astype(np.uint8)
@@ -230,6 +265,7 @@ class Hesso:
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
+        self._latency_scale = float(state.get("latency_scale", 1.0))
         self.pruned = [np.asarray(state[f"pruned/{g.id}"], bool) for g in self.groups]
         self.fading = [np.asarray(state[f"fading/{g.id}"], bool) for g in self.groups]
         self.base.load_state({k[5:]: (self.xp.asarray(v) if getattr(v, "ndim", 0) else v)

@@ -7,9 +7,14 @@ def allowed_widths(n, round_to):
     """Kept counts below n a group may shrink to, widest first: multiples of `round_to`, and under it
     multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input widths that are a
     multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one block."""
+    return [w for w in range(n - 1, 0, -1) if width_allowed(w, round_to)]
+
+
+def width_allowed(width, round_to):
+    """A multiple of `round_to`, or below it a multiple of half of it."""
     div = max(1, round_to)
     half = max(1, div // 2)
-    return [w for w in range(n - 1, 0, -1) if w % div == 0 or (w < div and w % half == 0)]
+    return width % div == 0 or (width < div and width % half == 0)
 
 
 def blocks(group, score, pruned):
@@ -61,4 +66,57 @@ def select(groups, scores, pruned, budget, cost=None, limit=None):
             continue
         new[k][block] = True
         spent += price
+    return new
+
+
+def latency_steps(group, score, pruned, savings):
+    """(saliency per saving, saving, ZIG indices) of a group's next width changes, least salient per
+    saved latency first: the steps of the upper concave hull of saving against saliency removed,
+    over the measured widths below the current one. A width that saves no more than a wider one
+    (off the runtime's fast steps) lies under the hull and is never a step's end."""
+    live = np.flatnonzero(~pruned)
+    order = live[np.argsort(score[live], kind="stable")]
+    n = len(live)
+    # saliency removed down to each width, in shares of the group's whole width: emptying a narrow layer
+    # costs as much as emptying a wide one, so a layer is not thinned to a few channels because each of
+    # them is cheap in latency
+    unit = max(float(score[live].sum()), 1e-12) * group.num_zigs / n
+    removed = np.concatenate([[0.0], np.cumsum(score[order])]) / unit
+    base = savings.get(n, 0.0)
+    points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
+              and width_allowed(w, group.round_to)]
+    steps, cost, saved, width = [], 0.0, 0.0, n
+    while True:
+        ahead = [((s - saved) / max(c - cost, 1e-12), c, s, w) for c, s, w in points if w < width and s > saved]
+        if not ahead:
+            return steps
+        slope, c, s, w = max(ahead, key=lambda a: a[0])  # ties: the wider width, listed first
+        steps.append((1.0 / slope, s - saved, order[n - width:n - w]))
+        cost, saved, width = c, s, w
+
+
+def select_latency(groups, scores, pruned, budget, savings):
+    """New ZIGs to prune so the groups' summed latency savings (fractions of the dense latency,
+    `savings[k]`: {width: saving} or None) reach `budget`: the knapsack over widths taken greedily
+    by saliency per saved latency, as HALP does. Returns per group a bool array."""
+    new = [np.zeros(g.num_zigs, bool) for g in groups]
+    spent, candidates = 0.0, []
+    for k, g in enumerate(groups):
+        if savings[k] is None or not g.prunable or g.erasable:
+            continue
+        spent += savings[k].get(int((~pruned[k]).sum()), 0.0)
+        candidates += [(key, saving, k, block) for key, saving, block in latency_steps(g, scores[k], pruned[k],
+                                                                                        savings[k])]
+    candidates.sort(key=lambda c: c[0])
+    passed_over = set()
+    for _, saving, k, block in candidates:
+        if spent >= budget:
+            break
+        if k in passed_over:
+            continue
+        if spent + saving - budget > budget - spent:
+            passed_over.add(k)  # overshoots more than it helps; a later group's step may fit better
+            continue
+        new[k][block] = True
+        spent += saving
     return new

@@ -26,6 +26,11 @@ class PruneOptions:
     target_sparsity: float | None = option(0.5, "Fraction of channels (ZIGs) to remove.", type=float)
     target_flops: float | None = option(None, "Fraction of FLOPs to remove (instead of --target-sparsity).",
                                         type=float, show_default=False)
+    target_latency: float | None = option(None, "Keep at most this fraction of the dense latency at the latency "
+                                                "table's batch (instead of --target-sparsity).", type=float,
+                                          show_default=False)
+    latency_table: str | None = option(None, "`onnxoto profile`'s table from the deployment machine [measured "
+                                             "here when needed].", show_default=False)
     optimizer: str = option("hesso", "hesso, hesso-cric (corrective cycles + loss sensitivity) or dhspg (OTOv2).",
                             choices=OPTIMIZERS)
     epochs: int = option(5, "Passes over the data.", type=int)
@@ -39,7 +44,8 @@ class PruneOptions:
                                     "model's softened outputs.", choices=tuple(LOSSES), show_default=False)
     distill_weight: float = option(1.0, "ce+distill: factor of the KL term.", type=float)
     temperature: float = option(DEFAULT_TEMPERATURE, "ce+distill: softmax temperature of the KL term.", type=float)
-    round_to: int = option(1, "Keep channel counts a multiple of K (below K, of K/2).", type=int)
+    round_to: int | str = option(1, "Keep channel counts a multiple of K (below K, of K/2); auto: the block the "
+                                    "latency table shows fast.")
     device: str = option("cpu", "Where training runs.", choices=DEVICES)
     seed: int = option(0, "Shuffling and everything random.", type=int)
     erase: float = option(0.0, "Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).",
@@ -64,15 +70,21 @@ class PruneOptions:
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise OptionError(f"{flag(f.name)} {value!r}: expected one of {', '.join(choices)}")
-        if self.target_flops is not None:
+        if self.target_latency is not None:
+            if self.target_flops is not None:
+                raise OptionError("--target-latency and --target-flops: give one target")
+            if self.erase:
+                raise OptionError("--target-latency does not erase branches yet: drop --erase")
+            self.target_sparsity = None
+            _fraction("--target-latency", self.target_latency)
+        elif self.target_flops is not None:
             self.target_sparsity = None
             _fraction("--target-flops", self.target_flops)
         else:
             _fraction("--target-sparsity", self.target_sparsity)
         if self.epochs < 1 or self.batch_size < 1:
             raise OptionError("--epochs and --batch-size must be at least 1")
-        if self.round_to < 1:
-            raise OptionError("--round-to must be at least 1")
+        self.round_to = _round_to(self.round_to)
         if not 0.0 <= self.erase < 1.0:
             raise OptionError(f"--erase must be a fraction in [0, 1), got {self.erase}")
         if self.distill_weight < 0 or self.temperature <= 0:
@@ -105,6 +117,11 @@ class PruneOptions:
         return self.batchnorm or ("batch" if ranks == 1 else "frozen")
 
     @property
+    def needs_latency(self):
+        """Whether the run needs a latency table (given, or measured on this machine)."""
+        return self.target_latency is not None or self.round_to == "auto"
+
+    @property
     def loss_choice(self):
         """The loss --loss names (a train.Loss), or None: then the labels decide."""
         return None if self.loss is None else loss_named(self.loss)
@@ -128,3 +145,16 @@ def flag(name):
 def _fraction(flag_name, value):
     if value is None or not 0.0 < value < 1.0:
         raise OptionError(f"{flag_name} must be between 0 and 1 (exclusive), got {value}")
+
+
+def _round_to(value):
+    """--round-to: "auto" or a whole number of at least 1."""
+    if value == "auto":
+        return value
+    try:
+        block = int(str(value))
+    except ValueError:
+        block = 0
+    if block < 1:
+        raise OptionError(f"--round-to {value!r}: expected a whole number of at least 1, or auto")
+    return block

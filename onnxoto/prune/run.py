@@ -11,7 +11,8 @@ import onnx
 from .. import dist, graph, groups
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
-from ..report import profile
+from ..latency import LatencyTable, measure_table, measured_ratio, same_machine
+from ..report import latency_text, profile_pair
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
@@ -25,6 +26,7 @@ from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
 RECALIBRATION_BATCHES = 100  # BatchNorm statistics of the written model: 6,400 samples at batch 64
+LATENCY_SLACK = 0.1  # a measured latency more than 10% over its target is called a miss
 VAL_RECALIBRATION_BATCHES = 20  # those of the epochs' validation metric: cheaper, close enough to compare epochs
 
 
@@ -46,6 +48,7 @@ class PruneResult:
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
     is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
+    latency: dict = field(default_factory=dict)  # --target-latency: target, predicted and measured ratios
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Job:
     metric: str | None
     teacher: object  # an inference session of the dense model
     options: PruneOptions
+    table: object  # latency.LatencyTable, or None without --target-latency / --round-to auto
+    round_to: int  # the block, --round-to auto resolved
     comm: object
     log: object
     rows_per_run: int | None = None  # 1: the model runs one row at a time (a batch fixed to 1), prune.batch
@@ -79,12 +84,12 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
     options = override(options or PruneOptions(), **overrides)
     comm = comm or dist.communicator(options.device)  # one process: a no-op
-    job = _load(model, data, output or _default_output(model), val, options, comm,
-                log if comm.is_root else (lambda line: None))
     keep_work = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
     try:
+        job = _load(model, data, output or _default_output(model), val, options, comm,
+                    log if comm.is_root else (lambda line: None), workdir, resume)
         trained, masks, history = _train(job, workdir, resume)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
             result = _result(job, masks, history, float("nan"))
@@ -99,7 +104,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _load(model, data, output, val, options, comm, log):
+def _load(model, data, output, val, options, comm, log, workdir, resume):
     """Everything the run reads, loaded and checked before any work: model, groups, data, loss."""
     _check_output(output)
     dense = graph.load(model, strict=True, input_shapes=options.input_shapes)
@@ -111,11 +116,33 @@ def _load(model, data, output, val, options, comm, log):
     analysis = groups.analyze(dense)
     val_set = load_data(val, dense.proto) if val is not None else None
     loss = _loss(dense, dataset, options, data)
+    table = _latency_table(analysis, options, workdir, resume, log, comm) if options.needs_latency else None
+    round_to = table.auto_block() if options.round_to == "auto" else options.round_to
+    if options.round_to == "auto":
+        log(f"--round-to auto: {round_to} (from the latency table at batch {table.batch})")
     return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
                shard=dist.shard(dataset, comm, options.batch_size, presharded), val=val_set, loss=loss,
                metric=metric_kind(val_set, loss.form), teacher=session_for(dense.proto, fit.rows_per_run),
-               options=options, comm=comm, log=log, rows_per_run=fit.rows_per_run, input_shapes=fit.input_shapes,
-               fixed_batch=fit.fixed_batch)
+               options=options, table=table, round_to=round_to, comm=comm, log=log, rows_per_run=fit.rows_per_run,
+               input_shapes=fit.input_shapes, fixed_batch=fit.fixed_batch)
+
+
+def _latency_table(analysis, options, workdir, resume, log, comm):
+    """--latency-table, else one measured on this machine at the training batch (kept in the work
+    folder, where --resume finds it again: a new measurement would select differently)."""
+    saved = os.path.join(workdir, "latency_table.json")
+    if options.latency_table or (resume and os.path.exists(saved)):
+        source = options.latency_table or saved
+        table = LatencyTable.load(source)
+    elif comm.size > 1:  # each rank would measure its own table and select other channels
+        raise OptionError(f"--target-latency/--round-to auto on {comm.size} ranks: give --latency-table "
+                          "(`onnxoto profile` writes one)")
+    else:
+        log(f"measuring the latency table on this machine at batch {options.batch_size} (onnxoto profile)")
+        table, source = measure_table(analysis, batch=options.batch_size, log=log), saved
+        table.save(saved)
+    table.check_groups({g.id: g.num_zigs for g in analysis.prunable}, source)
+    return table
 
 
 def _loss(dense, dataset, options, data):
@@ -179,7 +206,7 @@ def _training_graph(dense, batchnorm):
 
 def _optimizer_groups(job, trainable, param_map):
     """The analysis' prunable groups (and erasable branches, with --erase) over the training graph."""
-    zig_groups = optimizer_groups(job.analysis, trainable, job.options.round_to)
+    zig_groups = optimizer_groups(job.analysis, trainable, job.round_to)
     if job.options.erase:
         zig_groups += unit_groups(job.analysis, trainable)
     if not zig_groups:
@@ -195,7 +222,11 @@ def _optimizer(job, session, zig_groups, batchnorm):
     kwargs = dict(total_steps=options.epochs * -(-len(job.shard) // options.batch_size),
                   target_sparsity=options.target_sparsity, target_flops=options.target_flops,
                   total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
-                  flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
+                  flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1],
+                  target_latency=options.target_latency, latency=job.table, **options.extra)
+    if options.target_latency is not None and same_machine(job.table.machine):  # the cut can be timed here
+        kwargs["latency_fn"] = lambda keep: measured_ratio(
+            job.dense, cut(job.dense, analysis.groups, _complete_keep(analysis, keep)), job.table)
     if options.optimizer == "hesso-cric":
         kwargs["loss_fn"] = _probe_loss(job, session, batchnorm)
     return OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
@@ -254,16 +285,32 @@ def _measured(result, job, pruned, erased):
     """The result with the settings as run, the erased branches, and both models' latency and metric."""
     options, analysis = job.options, job.analysis
     result.settings = options.resolved(job.loss.form, job.comm.size)
+    result.settings["round_to"] = job.round_to
+    if options.target_latency is not None:
+        result.latency = _latency_check(job, pruned, result.keep)
     result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                       "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
     latency_batch = 1 if job.fixed_batch else options.batch_size  # the dense file runs one row at a time
     sample = next(job.dataset.batches(latency_batch))
-    result.dense.update(profile(job.model, batch=latency_batch, sample=sample, input_shapes=job.input_shapes))
-    result.pruned.update(profile(job.output, batch=latency_batch, sample=sample))
+    dense_profile, pruned_profile = profile_pair([job.model, job.output], batch=latency_batch, sample=sample,
+                                                 input_shapes=job.input_shapes)
+    result.dense.update(dense_profile)
+    result.pruned.update(pruned_profile)
     reference = session_model(job.teacher)
     result.dense["metric"] = evaluate(reference, job.val, job.metric, reference)
     result.pruned["metric"] = evaluate(session_model(session_for(pruned, job.rows_per_run)), job.val, job.metric,
                                        reference)
+    return result
+
+
+def _latency_check(job, pruned, keep):
+    """The written model's latency against the dense one's, measured here, next to the target."""
+    target = job.options.target_latency
+    predicted = job.table.predict({gid: int(np.asarray(mask).sum()) for gid, mask in keep.items()})
+    measured = measured_ratio(job.dense, pruned, job.table)
+    result = {"target": target, "predicted": predicted, "measured": measured, "batch": job.table.batch,
+              "threads": job.table.threads, "met": measured <= target * (1 + LATENCY_SLACK)}
+    job.log(latency_text(result))
     return result
 
 

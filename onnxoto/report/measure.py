@@ -1,28 +1,13 @@
 """Measurements of a model file: size, params/FLOPs (from the file itself), CPU latency."""
 import os
-import statistics
-import time
 
 import numpy as np
 import onnx
 
 from .. import graph
 from ..groups import model_cost
+from ..latency.timing import interleaved_ms
 from ..verify import random_inputs
-
-
-def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0):
-    """Median wall time of one run, after warm-up; stops early past max_seconds."""
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    times, start = [], time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-        if time.perf_counter() - start > max_seconds:
-            break
-    return statistics.median(times)
 
 
 def profile(path, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
@@ -30,20 +15,29 @@ def profile(path, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
 
     sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs.
     input_shapes: sizes bound to symbolic input dims (FLOPs and random inputs at those sizes)."""
-    model = graph.load(path, strict=True, input_shapes=input_shapes)
-    params, flops = model_cost(model)
-    sess = graph.session(path)
+    return profile_pair([path], batch, repeats, seed, sample, input_shapes)[0]
+
+
+def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
+    """profile() of models with the same inputs (dense and pruned), their latencies timed together,
+    round-robin, so that their ratio survives a shared machine's load."""
+    models = [graph.load(path, strict=True, input_shapes=input_shapes) for path in paths]
     rng = np.random.default_rng(seed)
     if sample is not None:
-        small = {n: sample[n][:1] for n in model.input_names}
-        large = {n: sample[n][:batch] for n in model.input_names}
+        small = {n: sample[n][:1] for n in models[0].input_names}
+        large = {n: sample[n][:batch] for n in models[0].input_names}
     else:
-        small, large = random_inputs(model, rng, batch=1), random_inputs(model, rng, batch=batch)
-    latency = {"batch1": latency_ms(sess, small, repeats=repeats),
-               "batchN": latency_ms(sess, large, repeats=repeats), "N": len(next(iter(large.values())))}
-    folder = os.path.dirname(os.path.abspath(path))
-    size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, f)) for f in _external_files(path))
-    return {"params": int(params), "flops": int(flops), "file_bytes": int(size), "latency_ms": latency}
+        small, large = random_inputs(models[0], rng, batch=1), random_inputs(models[0], rng, batch=batch)
+    sessions = [graph.session(path) for path in paths]
+    ones, many = interleaved_ms(sessions, small, repeats), interleaved_ms(sessions, large, repeats)
+    out = []
+    for path, model, one, n in zip(paths, models, ones, many):
+        params, flops = model_cost(model)
+        folder = os.path.dirname(os.path.abspath(path))
+        size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, f)) for f in _external_files(path))
+        out.append({"params": int(params), "flops": int(flops), "file_bytes": int(size),
+                    "latency_ms": {"batch1": one, "batchN": n, "N": len(next(iter(large.values())))}})
+    return out
 
 
 def _external_files(path):

@@ -16,6 +16,7 @@ def report_json(result):
         "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
         "groups": result.groups, "erased": result.erased, "history": result.history, "settings": result.settings,
+        "latency": result.latency,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
@@ -31,18 +32,45 @@ def comparison_rows(dense, pruned, metric):
             d, p = dense["latency_ms"][key], pruned["latency_ms"][key]
             name = "latency batch 1 (ms)" if key == "batch1" else f"latency batch {dense['latency_ms']['N']} (ms)"
             rows.append([name, f"{d:.3f}", f"{p:.3f}", f"{p / d:.3f}"])
+    rows += _speedup_rows(dense, pruned)
     if dense.get("metric") is not None:
         rows.append([metric or "metric", f"{dense['metric']:.4f}", f"{pruned['metric']:.4f}",
                      f"{pruned['metric'] - dense['metric']:+.4f}"])
     return rows
 
 
+def _speedup_rows(dense, pruned):
+    """Realised speed-up at each batch next to the ideal one, the FLOPs ratio."""
+    if not pruned.get("flops") or "latency_ms" not in dense:
+        return []
+    ideal, rows = dense["flops"] / pruned["flops"], []
+    for key in ("batch1", "batchN"):
+        if key in dense["latency_ms"]:
+            speedup = dense["latency_ms"][key] / pruned["latency_ms"][key]
+            batch = 1 if key == "batch1" else dense["latency_ms"]["N"]
+            rows.append([f"speed-up batch {batch}", "", f"{speedup:.2f}x",
+                         f"{100 * speedup / ideal:.0f}% of ideal {ideal:.2f}x"])
+    return rows
+
+
+def latency_text(latency):
+    """The --target-latency line: measured next to the target; a miss said plainly."""
+    line = (f"latency at batch {latency['batch']}: {latency['measured']:.3f} of dense, measured after the cut "
+            f"(target {latency['target']}, the table predicted {latency['predicted']:.3f})")
+    if not latency["met"]:
+        line += f"; MISSED the target by {100 * (latency['measured'] / latency['target'] - 1):.0f}%"
+    return line
+
+
 def summary_text(result):
     table = format_table(["", "dense", "pruned", "ratio"], comparison_rows(result.dense, result.pruned, result.metric))
-    target = (f"target sparsity {result.target_sparsity}" if result.target_flops is None
+    target = (f"target latency kept {result.latency['target']}" if result.latency
+              else f"target sparsity {result.target_sparsity}" if result.target_flops is None
               else f"target FLOPs removed {result.target_flops}")
     check = "verified" if result.verified else "NOT verified"
     lines = [table, "", f"group sparsity {result.group_sparsity:.3f} ({target})"]
+    if result.latency:
+        lines.append(latency_text(result.latency))
     if result.erased:
         lines.append(f"erased {len(result.erased)} branches "
                      f"({100 * sum(u['flops_share'] for u in result.erased):.1f}% of FLOPs)")

@@ -1,0 +1,6 @@
+"""Latency on the runtime that serves the model: a table of what each group's width saves, measured
+on the dense graph with the deployer's session options, and the model predicting a cut from it."""
+from .profile import machine, measure_table, measured_ratio, same_machine
+from .table import LatencyTable
+
+__all__ = ["LatencyTable", "machine", "measure_table", "measured_ratio", "same_machine"]

@@ -1,0 +1,181 @@
+"""Latency tables (`onnxoto profile`), the knapsack over widths, and `prune --target-latency`."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnxoto import graph, groups
+from onnxoto.cli import main
+from onnxoto.errors import OptionError
+from onnxoto.latency import LatencyTable, measure_table
+from onnxoto.latency.profile import CALIBRATION
+from onnxoto.latency.widths import table_widths
+from onnxoto.optim import SGD, Hesso, ZigGroup, ZigSlice
+from onnxoto.optim.select import select_latency
+from onnxoto.prune import PruneOptions, prune
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DATA = os.path.join(ROOT, "onnxoto", "data")
+MODELS = os.path.join(ROOT, "models")
+
+
+def synthetic_table(analysis, fast=lambda w: True, batch=8):
+    """A table whose savings follow the FLOPs at the `fast` widths and are nothing at the others."""
+    entries = {}
+    for g in analysis.prunable:
+        widths = table_widths(g.num_zigs)
+        flops = [analysis.predict_cost({g.id: np.arange(g.num_zigs) < w})[1] / analysis.flops for w in widths]
+        entries[g.id] = {"channels": g.num_zigs, "widths": widths, "flops_ratio": flops,
+                         "ratio": [f if fast(w) else 1.0 for w, f in zip(widths, flops)]}
+    return LatencyTable(batch=batch, threads=1, provider="CPUExecutionProvider", dense_ms=1.0, groups=entries)
+
+
+def test_knapsack_spends_the_budget_on_the_least_salient_saving_and_skips_slow_widths():
+    groups_ = [ZigGroup(id="a", num_zigs=16), ZigGroup(id="b", num_zigs=16)]
+    scores = [np.linspace(0.1, 1.6, 16), np.full(16, 5.0)]  # b's channels are all worth more
+    pruned = [np.zeros(16, bool), np.zeros(16, bool)]
+    fast = {w: (16 - w) / 40 if w % 8 == 0 else -0.05 for w in range(1, 16)}  # only 8 saves anything
+    new = select_latency(groups_, scores, pruned, 0.15, [fast, dict(fast)])
+    assert new[0].sum() == 8 and not new[1].any()  # a's 8 least salient: one step to the fast width
+    assert set(np.flatnonzero(new[0])) == set(range(8))
+    more = select_latency(groups_, scores, pruned, 0.35, [fast, dict(fast)])
+    assert more[0].sum() == 8 and more[1].sum() == 8  # then b, never to a width off the fast steps
+
+
+def test_each_period_corrects_the_budget_against_the_measured_cut():
+    """The table over-promises (cuts together save 0.6 of what it adds up): with a measured latency_fn
+    the run still ends at the target; without one it stops where the table says."""
+    rng = np.random.default_rng(0)
+    entries = {gid: {"channels": 16, "widths": list(range(1, 16)), "ratio": [1 - 0.04 * (16 - w) for w in range(1, 16)],
+                     "flops_ratio": [w / 16 for w in range(1, 16)]} for gid in ("a", "b", "c")}
+    table = LatencyTable(batch=1, threads=1, provider="CPUExecutionProvider", dense_ms=1.0, groups=entries)
+
+    def measured(keep):
+        return 1 - 0.6 * table.additive({gid: int(mask.sum()) for gid, mask in keep.items()})
+
+    ends = []
+    for latency_fn in (measured, None):
+        params = {k: rng.standard_normal((16, 3)).astype(np.float32) for k in entries}
+        opt = Hesso(params, [ZigGroup(k, 16, [ZigSlice(k, 0, np.arange(16)[:, None])]) for k in entries], SGD(0.0),
+                    total_steps=40, target_latency=0.6, latency=table, latency_fn=latency_fn)
+        for _ in range(40):
+            opt.step({k: np.zeros_like(v) for k, v in params.items()})
+        ends.append(measured(opt.keep_masks()))
+    assert 0.6 * 0.97 - 0.05 <= ends[0] <= 0.6 * 1.03
+    assert ends[1] > 0.6 * 1.1  # the table alone, trusted: a miss the measurement catches
+
+
+def test_joint_correction_inverts_and_auto_block_finds_the_fast_steps():
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "vgg_bnfolded.onnx")))
+    table = synthetic_table(analysis, fast=lambda w: w % 16 == 0 or w == 8)
+    assert table.auto_block() == 16
+    assert synthetic_table(analysis).auto_block() == 1  # every width as good: the finest block
+    table.calibration = [{"additive": 0.6, "measured": 0.45}, {"additive": 0.3, "measured": 0.25}]
+    for keep in (0.8, 0.6, 0.5):
+        assert 1 - table.joint_saving(table.additive_for(keep)) == pytest.approx(keep, abs=1e-6)
+    assert table.additive_for(0.5) > 0.5  # joint cuts save less than the groups alone say
+
+
+def test_table_file_round_trip_and_refusals(tmp_path):
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "vgg_bnfolded.onnx")))
+    path = tmp_path / "t.json"
+    synthetic_table(analysis).save(path)
+    again = LatencyTable.load(path)
+    assert again.groups == json.loads(path.read_text())["groups"]
+    again.check_groups({g.id: g.num_zigs for g in analysis.prunable}, "t.json")
+    with pytest.raises(OptionError, match="not a prunable group"):
+        again.check_groups({}, "t.json")
+    (tmp_path / "bad.json").write_text('{"batch": 1}')
+    with pytest.raises(OptionError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "bad.json")
+    with pytest.raises(OptionError, match="not a JSON file"):
+        LatencyTable.load(os.path.join(MODELS, "vgg_bnfolded.onnx"))
+
+
+def test_measured_table_covers_every_group_with_real_cuts():
+    analysis = groups.analyze(graph.load(os.path.join(MODELS, "vgg_bnfolded.onnx")))
+    table = measure_table(analysis, batch=2, rounds=2)
+    assert set(table.groups) == {g.id for g in analysis.prunable}
+    for g in analysis.prunable:
+        entry = table.groups[g.id]
+        assert entry["widths"] == table_widths(g.num_zigs)
+        assert all(r > 0 for r in entry["ratio"]) and all(0 < f < 1 for f in entry["flops_ratio"])
+        assert entry["flops_ratio"] == sorted(entry["flops_ratio"])  # narrower: fewer FLOPs
+    assert len(table.calibration) == len(CALIBRATION) and table.batch == 2 and table.machine["onnxruntime"]
+
+
+def test_profile_runs_on_plain_onnxruntime(tmp_path):
+    """The command deployers run on the target device: no training build imported on its path."""
+    out = tmp_path / "table.json"
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.startswith('onnxruntime.training'):\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from onnxoto.cli import main\n"
+            f"main(['profile', {os.path.join(MODELS, 'vgg_bnfolded.onnx')!r}, '-o', {str(out)!r}, '--batch', '2',"
+            " '--threads', '1', '--rounds', '2'])\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    table = LatencyTable.load(out)
+    assert table.batch == 2 and table.threads == 1 and "auto would pick" in run.stdout
+
+
+def test_profile_refuses_a_bad_provider_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["profile", os.path.join(MODELS, "vgg_bnfolded.onnx"), "-o",
+                                       str(tmp_path / "t.json"), "--provider", "NoSuchProvider"])
+    assert result.exit_code == 2 and "NoSuchProvider" in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_prune_to_a_latency_target_follows_the_table_and_measures_the_cut(tmp_path):
+    """Odd widths are slow in this table: the cut keeps multiples of 8, reaches the predicted target,
+    is certified, and reports the latency measured after the cut next to the target."""
+    model = os.path.join(MODELS, "vgg_bnfolded.onnx")
+    analysis = groups.analyze(graph.load(model))
+    table_path = tmp_path / "table.json"
+    synthetic_table(analysis, fast=lambda w: w % 8 == 0).save(table_path)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rng.standard_normal((64, 3, 32, 32)).astype(np.float32))
+    lines = []
+    result = prune(model, str(data), str(tmp_path / "p.onnx"), log=lines.append,
+                   options=PruneOptions(epochs=2, batch_size=16, target_latency=0.6, latency_table=str(table_path),
+                                        base="adamw"))
+    assert result.verified
+    assert all(g["kept"] % 8 == 0 for g in result.groups)
+    assert 0.5 <= result.latency["predicted"] <= 0.62
+    assert result.latency["measured"] > 0 and result.latency["met"] == (result.latency["measured"] <= 0.66)
+    assert any(line.startswith("latency at batch 8:") for line in lines)
+
+
+def test_round_to_auto_takes_the_block_the_table_shows_fast(tmp_path):
+    model = os.path.join(MODELS, "vgg_bnfolded.onnx")
+    table_path = tmp_path / "table.json"
+    synthetic_table(groups.analyze(graph.load(model)), fast=lambda w: w % 16 == 0 or w == 8).save(table_path)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 3, 32, 32)).astype(np.float32))
+    lines = []
+    result = prune(model, str(data), str(tmp_path / "p.onnx"), log=lines.append,
+                   options=PruneOptions(epochs=2, batch_size=16, target_flops=0.4, round_to="auto",
+                                        latency_table=str(table_path), base="adamw"))
+    assert result.verified and result.settings["round_to"] == 16 and "--round-to auto: 16" in "\n".join(lines)
+    assert all(g["kept"] % 16 == 0 or g["kept"] == 8 for g in result.groups)
+    assert any(g["kept"] < g["channels"] for g in result.groups)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(target_latency=0.5, target_flops=0.5), "give one target"),
+    (dict(target_latency=1.5), "--target-latency"),
+    (dict(target_latency=0.5, erase=0.3), "--erase"),
+    (dict(round_to="fast"), "--round-to"),
+    (dict(round_to=0), "--round-to"),
+])
+def test_latency_options_are_checked(options, message):
+    with pytest.raises(OptionError, match=message):
+        PruneOptions(**options).validate()
