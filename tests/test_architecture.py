@@ -15,9 +15,10 @@ ALLOWED = {
     "surgery": {"errors", "graph", "groups", "ops"},
     "dist": {"errors", "train"},
     "verify": {"errors", "graph", "groups", "surgery", "ops", "child"},
-    "report": {"errors", "graph", "groups", "verify"},
+    "latency": {"errors", "graph", "groups", "surgery", "verify", "optim"},
+    "report": {"errors", "graph", "groups", "verify", "latency"},
     "prune": {"errors", "lazy", "graph", "groups", "surgery", "verify", "optim", "train", "dist", "report", "ops",
-              "child"},
+              "child", "latency"},
 }
 
 

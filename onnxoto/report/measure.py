@@ -6,7 +6,7 @@ import onnx
 
 from .. import graph
 from ..groups import model_cost
-from ..latency.timing import interleaved_ms
+from ..latency import interleaved_ms
 from ..verify import random_inputs
 
 
