@@ -6,6 +6,7 @@ import os
 import sys
 
 import click
+import numpy as np
 
 from .errors import OnnxotoError
 
@@ -40,31 +41,47 @@ def main():
     """Structured pruning of ONNX models: analyze, prune, verify."""
 
 
+def input_shape_option(command):
+    return click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:DIMS",
+                        help="Bind an input's symbolic dims, e.g. images:1x3x640x640 (-1 keeps a dim symbolic; "
+                             "repeatable).")(command)
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "json_path", type=click.Path(), help="Also write the groups as JSON to this file.")
+@input_shape_option
 @user_errors
-def analyze(model, json_path):
+def analyze(model, json_path, input_shape):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
     from .report import analysis_json, analysis_text
-    analysis = groups.analyze(graph.load(model))
+    analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)))
     click.echo(analysis_text(analysis))
+    click.echo(graph.describe_sizes(analysis.model))
     if json_path:
         write_json(json_path, analysis_json(analysis))
 
 
 @main.command()
 @click.argument("model", type=click.Path())
+@click.option("--data", type=click.Path(), help="Certify on these inputs (.npz or a folder of .npy) instead of "
+                                                "generated ones.")
 @click.option("--subsets", default=3, show_default=True, help="Random ZIG subsets checked per group.")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets and inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the certificate as JSON to this file.")
+@input_shape_option
 @user_errors
-def verify(model, subsets, seed, json_path):
+def verify(model, data, subsets, seed, json_path, input_shape):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
-    from . import graph, groups, verify as verifier
-    analysis = groups.analyze(graph.load(model, strict=True))
-    cert = verifier.certify(analysis, subsets=subsets, seed=seed)
+    from . import graph, verify as verifier
+    from .train import load_data
+    shapes = graph.parse_input_shapes(input_shape)
+    dense = graph.load(model, strict=True, input_shapes=shapes)
+    what = f"verify: {dense.name}"
+    arrays = load_data(data, dense.proto).arrays if data else None
+    feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
+    cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
         click.echo(f"FAIL {check.group} ({check.removed} ZIGs cut): {detail}")
@@ -104,12 +121,14 @@ def prune_options(defaults=None, only=None):
 @prune_options()
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
+@input_shape_option
 @user_errors
-def prune(model, data, val, output, report_dir, resume_dir, **settings):
+def prune(model, data, val, output, report_dir, resume_dir, input_shape, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
+    from . import graph
     from .prune import PruneOptions, prune as run_prune
     from .report import summary_text, write_report
-    options = PruneOptions(**settings)
+    options = PruneOptions(**settings, input_shapes=graph.parse_input_shapes(input_shape))
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
@@ -180,15 +199,18 @@ def demo(report_dir, output, **settings):
 @click.option("--batch", type=int, default=32, show_default=True, help="The large batch for latency.")
 @click.option("--repeats", type=int, default=30, show_default=True, help="Timed runs per latency (median).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the comparison as JSON.")
+@input_shape_option
 @user_errors
-def bench(dense, pruned, data, batch, repeats, json_path):
+def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
     from .prune import evaluate, metric_kind, session_model
     from .graph import session
     from .report import comparison_rows, format_table, profile_pair
     from .train import load_data
-    result = dict(zip(("dense", "pruned"), profile_pair([dense, pruned], batch=batch, repeats=repeats)))
+    shapes = graph.parse_input_shapes(input_shape)
+    result = dict(zip(("dense", "pruned"), profile_pair([dense, pruned], batch=batch, repeats=repeats,
+                                                        input_shapes=shapes)))
     kind = None
     if data:
         dataset = load_data(data, graph.load(dense, strict=True).proto)

@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 C, H, W = 4, 6, 8
 
 
-def upstream_model(op_nodes, opset=17, extra=None, channels=C, scale=1 / 3):
-    """x (N, C, H, W) -> Conv 3x3 with parameter `w` -> `op_nodes` (reading `c`, writing `y`)."""
+def upstream_model(op_nodes, opset=17, extra=None, channels=C, scale=1 / 3, spatial=(H, W)):
+    """x (N, C, H, W) -> Conv 3x3 with parameter `w` -> `op_nodes` (reading `c`, writing `y`).
+    spatial: the declared H and W (symbols keep them dynamic)."""
     rng = np.random.default_rng(0)
     weights = {"w": (rng.standard_normal((channels, C, 3, 3)) * scale).astype(np.float32), **(extra or {})}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), *op_nodes]
-    graph = helper.make_graph(nodes, "case", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, H, W])],
+    graph = helper.make_graph(nodes, "case", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, *spatial])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v, k) for k, v in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -56,12 +57,22 @@ CASES = {
     "reduce_max_spatial": (upstream_model([node("ReduceMax", axes=[2, 3])]), "ReduceMax"),
     "reduce_max_spatial_flat": (upstream_model([node("ReduceMax", axes=[-1, -2], keepdims=0)]), "ReduceMax"),
     "reduce_max_channels": (upstream_model([node("ReduceMax", axes=[1], keepdims=0)]), "ReduceMax"),
+    # over the batch and symbolic sizes (a mel front end's global max): TopK instead of MaxPool
+    "reduce_max_all_symbolic": (upstream_model([node("ReduceMax")], spatial=("H", "W")), "ReduceMax"),
+    "reduce_max_spatial_symbolic_flat": (upstream_model([node("ReduceMax", axes=[2, 3], keepdims=0)],
+                                                        spatial=("H", "W")), "ReduceMax"),
     "reduce_max_axes_input": (upstream_model([ints("axes", [3]), node("ReduceMax", ["c", "axes"])], opset=18), "ReduceMax"),
     "resize_nearest_x2": (upstream_model([floats("s", [1, 1, 2, 2]), node("Resize", ["c", "", "s"], mode="nearest")]), "Resize"),
     "resize_nearest_asym_x3": (upstream_model([floats("s", [1, 1, 3, 2]), node(
         "Resize", ["c", "", "s"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")]), "Resize"),
     "resize_nearest_sizes": (upstream_model([ints("z", [9, 12]), node("Resize", ["c", "", "", "z"], mode="nearest",
                                                                        axes=[2, 3])], opset=18), "Resize"),
+    # symbolic H and W (a detector exported with dynamic axes): replication with sizes read at run time
+    "resize_nearest_x2_symbolic": (upstream_model([floats("s", [1, 1, 2, 2]), node("Resize", ["c", "", "s"], mode="nearest")],
+                                                  spatial=("H", "W")), "Resize"),
+    "resize_nearest_asym_x3_symbolic": (upstream_model([floats("s", [1, 1, 3, 2]), node(
+        "Resize", ["c", "", "s"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+        spatial=("H", "W")), "Resize"),
     "resize_nearest_asym_round": (upstream_model([floats("s", [1, 1, 2, 2]), node(
         "Resize", ["c", "", "s"], mode="nearest", coordinate_transformation_mode="asymmetric")]), "Resize"),
     **{f"resize_linear_{mode}": (upstream_model([floats("s", [1, 1, 2, 2]), node(

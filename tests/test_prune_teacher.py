@@ -1,7 +1,6 @@
 """The teacher's outputs are computed once per sample and travel with the shuffled batches: the targets
 a step sees are the ones the teacher computes for that batch."""
 import os
-import types
 
 import numpy as np
 import pytest
@@ -29,10 +28,9 @@ def test_cached_teacher_outputs_are_the_teachers_for_each_shuffled_batch(setup, 
     loss = loss_for(model.proto, kind=kind, labels=dataset.labels)
     cached = loop.with_teacher_outputs(dataset, loss, teacher, batch_size=64)
     assert cached is not dataset
-    session = types.SimpleNamespace(loss=loss)  # targets_for reads only the loss of the session
     for batch in loop.epoch_batches(cached, 48, seed=0, epoch=1):
-        got = loop.targets_for(batch, session, teacher=None)  # no teacher: the cache must serve every batch
-        want = loop.targets_for({k: v for k, v in batch.items() if not k.startswith(loop.TEACHER)}, session, teacher)
+        got = loop.targets_for(batch, loss, teacher=None)  # no teacher: the cache must serve every batch
+        want = loop.targets_for({k: v for k, v in batch.items() if not k.startswith(loop.TEACHER)}, loss, teacher)
         assert len(got) == len(want)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

@@ -197,14 +197,14 @@ def test_a_graph_the_builder_rejects_is_a_model_error():
     for node in model.graph.node:
         if node.op_type == "Tanh":
             node.op_type = "HardSwish"  # no gradient in the CPU build
-    with pytest.raises(ModelError, match="cannot build a training graph for mlp: .*HardSwish"):
+    with pytest.raises(ModelError, match="cannot train mlp: .*HardSwish"):
         TrainingSession(model, "mse")
 
 
 def test_a_crash_of_the_builder_is_a_model_error(tmp_path, monkeypatch):
     (tmp_path / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGFPE)\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # only the builder's child process starts after this
-    with pytest.raises(ModelError, match=r"cannot build a training graph for mlp: .*crashed \(SIGFPE\)"):
+    with pytest.raises(ModelError, match=r"cannot train mlp: onnxruntime crashed \(SIGFPE\)"):
         TrainingSession(mlp(), "mse")
 
 

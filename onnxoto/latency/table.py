@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import OptionError
-from ..optim.select import width_allowed
+from ..optim import width_allowed
 
 VERSION = 1
 BLOCKS = (1, 2, 4, 8, 16, 32)  # the --round-to values `auto` chooses from

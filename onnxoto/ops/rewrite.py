@@ -74,10 +74,15 @@ def conv_group(weight_axis):
     """Conv (weight axis 1 holds input channels per group) or ConvTranspose (axis 0): `group` follows
     the cut channels."""
     def rewrite(node, new, old, edit):
-        if attribute(node, "group", 1) == 1:
+        group = attribute(node, "group", 1)
+        if group == 1:
             return
+        w = node.input[1]
         channels = new[node.input[0]][1] if weight_axis == 1 else new[node.output[0]][1]
-        edit.set_attr(node, "group", channels // new[node.input[1]][1])
+        if not isinstance(channels, int):  # a symbolic size: weight axis 0 spans every group, per-group widths kept
+            edit.set_attr(node, "group", new[w][0] // (old[w][0] // group))
+            return
+        edit.set_attr(node, "group", channels // new[w][1])
     return rewrite
 
 

@@ -9,6 +9,7 @@ from .dhspg import Dhspg
 from .groups import ZigGroup, ZigSlice
 from .hesso import DEFAULT_SALIENCY_SCOPE, SCOPES, Hesso
 from .schedule import Schedule, default_schedule
+from .select import width_allowed
 
 __all__ = ["DEFAULT_SALIENCY_SCOPE", "SCOPES", "SGD", "AdamW", "Hesso", "HessoCric", "Dhspg", "ZigGroup", "ZigSlice",
-           "Schedule", "default_schedule"]
+           "Schedule", "default_schedule", "width_allowed"]

@@ -20,15 +20,15 @@ class TrainingStopped(OnnxotoError):
     """Training could not go on (a NaN loss); the last good checkpoint is kept."""
 
 
-def targets_for(batch, session, teacher):
-    """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
-    loss = session.loss.form
+def targets_for(batch, loss, teacher):
+    """What the loss (a LossSpec) compares the outputs with: the labels, the original model's outputs, or both."""
+    form = loss.form
     outputs = []
-    if loss.teacher:
-        outputs = [batch.get(TEACHER + name) for name in session.loss.outputs]
+    if form.teacher:
+        outputs = [batch.get(TEACHER + name) for name in loss.outputs]
         if any(output is None for output in outputs):
-            outputs = teacher_outputs(batch, teacher, session.loss.outputs)
-    return loss.targets(batch[LABELS] if loss.class_labels else None, outputs)
+            outputs = teacher_outputs(batch, teacher, loss.outputs)
+    return form.targets(batch[LABELS] if form.class_labels else None, outputs)
 
 
 def teacher_outputs(batch, teacher, names):
@@ -129,7 +129,7 @@ def train_step(session, batch, teacher, comm):
     the loss are then averaged over ranks, weighted by rows: the global batch's mean, as in one process."""
     rows = len(batch[session.input_names[0]])
     if rows:
-        loss = session.train_step(model_inputs(batch, session), targets_for(batch, session, teacher))
+        loss = session.train_step(model_inputs(batch, session), targets_for(batch, session.loss, teacher))
     else:  # a last global batch smaller than the world: this rank adds nothing
         loss = 0.0
         for grad in session.grads.values():

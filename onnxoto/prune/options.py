@@ -56,6 +56,8 @@ class PruneOptions:
                                          "after (default in one process), or frozen running statistics (default "
                                          "on several ranks).", choices=BATCHNORM_MODES, show_default=False)
     verify_batches: int = option(4, "Batches of the training data the certificate runs on.", cli=False)
+    # input name -> sizes (-1 keeps a dim symbolic), from --input-shape (cli.py); empty: the data's sizes
+    input_shapes: dict = field(default_factory=dict, metadata={"cli": False})
     extra: dict = field(default_factory=dict, metadata={"cli": False})  # optimizer keyword arguments
 
     def __post_init__(self):

@@ -16,8 +16,9 @@ from ..report import latency_text, profile_pair
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
-                     recalibrate_batchnorm, to_trainable, trainable_params)
+                     recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
 from ..verify import TOLERANCE, relative_difference, scale_floors
+from .batch import model_for_data, session_for
 from .clock import Clock
 from .metric import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train, with_teacher_outputs
@@ -71,6 +72,14 @@ class Job:
     comm: object
     log: object
     clock: Clock  # seconds per phase
+    rows_per_run: int | None = None  # 1: the model runs one row at a time (a batch fixed to 1), prune.batch
+    input_shapes: dict | None = None  # the sizes bound to symbolic input dims (--input-shape or the data's)
+    fixed_batch: bool = False  # the dense file takes one row per run: its latency is measured at batch 1
+
+    @property
+    def run_batch(self):
+        """Rows per onnxruntime run outside training."""
+        return self.rows_per_run or self.options.batch_size
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -112,23 +121,27 @@ def _load(model, data, output, val, options, comm, log, workdir, resume, clock):
     """Everything the run reads, loaded and checked before any work: model, groups, data, loss; and the
     teacher's outputs of every training sample, when the loss has a teacher."""
     _check_output(output)
-    dense = graph.load(model, strict=True)
-    analysis = groups.analyze(dense)
+    dense = graph.load(model, strict=True, input_shapes=options.input_shapes)
     source, presharded = dist.source_for(data, comm)
     dataset = load_data(source, dense.proto)
+    # sizes from the data, a batch fixed to 1, the dense model run on the first batch in a child process
+    fit = model_for_data(model, dense, dataset, data, options, log)
+    dense = fit.model
+    analysis = groups.analyze(dense)
     val_set = load_data(val, dense.proto) if val is not None else None
     loss = _loss(dense, dataset, options, data)
     table = _latency_table(analysis, options, workdir, resume, log, comm) if options.needs_latency else None
     round_to = table.auto_block() if options.round_to == "auto" else options.round_to
     if options.round_to == "auto":
         log(f"--round-to auto: {round_to} (from the latency table at batch {table.batch})")
-    teacher = graph.session(dense.proto)
+    teacher = session_for(dense.proto, fit.rows_per_run)
     with clock.phase("teacher outputs"):
         training_data = with_teacher_outputs(dataset, loss, teacher, options.batch_size)
     return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
                shard=dist.shard(training_data, comm, options.batch_size, presharded), val=val_set, loss=loss,
                metric=metric_kind(val_set, loss.form), teacher=teacher, options=options,
-               table=table, round_to=round_to, comm=comm, log=log, clock=clock)
+               table=table, round_to=round_to, comm=comm, log=log, clock=clock, rows_per_run=fit.rows_per_run,
+               input_shapes=fit.input_shapes, fixed_batch=fit.fixed_batch)
 
 
 def _latency_table(analysis, options, workdir, resume, log, comm):
@@ -167,22 +180,36 @@ def _train(job, workdir, resume):
     batchnorm = options.batchnorm_mode(comm.size)
     prepared, param_map, trainable = _training_graph(job.dense, batchnorm)
     zig_groups = _optimizer_groups(job, trainable, param_map)
+    problem = untrainable_operator(prepared, param_map, param_map.training_params(trainable))
+    if problem:
+        raise ModelError(f"{job.dense.name}: {problem}")
     with job.clock.phase("training graph"):
         session = TrainingSession(prepared, job.loss, workdir=os.path.join(workdir, "artifacts"),
                                   device=options.device, requires_grad=param_map.training_params(trainable),
-                                  model_name=job.dense.name, batchnorm=batchnorm)
+                                  model_name=job.dense.name, batchnorm=batchnorm, probe=_first_steps(job))
     with session:
+        session.rows_per_run = job.rows_per_run
         export = functools.partial(_export, job, session, param_map, batchnorm)
         opt = _optimizer(job, session, zig_groups, batchnorm)
         on_epoch = None
         if job.val is not None and comm.is_root:
-            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
+            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export, job),  # noqa: E731
                                                        job.val, job.metric, session_model(job.teacher))}
         history = train(session, opt, job.shard, options, workdir, job.teacher, resume, job.log, comm=comm,
                         on_epoch=on_epoch, clock=job.clock)
         with job.clock.phase("export and recalibration"):
             trained = export()
     return trained, opt.keep_masks(), history
+
+
+def _first_steps(job):
+    """(inputs, targets) of the first batch: the builder's child process takes the first training and eval
+    steps on it, where onnxruntime dying is an error naming the model. None on a rank with no rows."""
+    first = next(job.shard.batches(job.rows_per_run or job.options.batch_size))
+    names = job.dense.input_names
+    if not names or not len(first[names[0]]):
+        return None
+    return {n: first[n] for n in names}, targets_for(first, job.loss, job.teacher)
 
 
 def _training_graph(dense, batchnorm):
@@ -230,18 +257,18 @@ def _probe_loss(job, session, batchnorm):
     training graph's (the gradients it also computes are not read: the step that asks for this loss has
     applied its own already)."""
     probe = next(job.shard.batches(job.options.batch_size))
-    target = targets_for(probe, session, job.teacher)
+    target = targets_for(probe, session.loss, job.teacher)
     rows = len(probe[session.input_names[0]])
     measure = session.train_step if batchnorm == "batch" else session.eval_loss
     return lambda: job.comm.mean(measure(model_inputs(probe, session), target), weight=rows)
 
 
-def _model_so_far(session, batchnorm, export):
+def _model_so_far(session, batchnorm, export, job):
     """The model in training, for the epochs' metric. Eval mode normalizes by the running statistics,
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(graph.session(export(VAL_RECALIBRATION_SAMPLES)))
+    return session_model(session_for(export(VAL_RECALIBRATION_SAMPLES), job.rows_per_run))
 
 
 def _export(job, session, param_map, batchnorm, samples=RECALIBRATION_SAMPLES):
@@ -250,7 +277,7 @@ def _export(job, session, param_map, batchnorm, samples=RECALIBRATION_SAMPLES):
     weights = dict(param_map.to_original(n, w) for n, w in session.weights().items())
     trained = graph.with_initializers(job.dense.proto, weights)
     if batchnorm == "batch":
-        batch_size = job.options.batch_size
+        batch_size = job.run_batch
         trained = recalibrate_batchnorm(trained, job.shard, batches=-(-samples // batch_size), batch_size=batch_size)
     return trained
 
@@ -268,7 +295,7 @@ def _cut_and_certify(job, trained, masks, erased):
     trained_model = graph.Model.from_proto(trained, job.dense.name)
     pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
     floors = scale_floors(trained_model, trained_model.output_names)
-    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors)
+    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch)
     if diff > TOLERANCE:
         raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                          "please report this model")
@@ -284,13 +311,16 @@ def _measured(result, job, pruned, erased):
         result.latency = _latency_check(job, pruned, result.keep)
     result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                       "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
-    sample = next(job.dataset.batches(options.batch_size))
-    dense_profile, pruned_profile = profile_pair([job.model, job.output], batch=options.batch_size, sample=sample)
+    latency_batch = 1 if job.fixed_batch else options.batch_size  # the dense file runs one row at a time
+    sample = next(job.dataset.batches(latency_batch))
+    dense_profile, pruned_profile = profile_pair([job.model, job.output], batch=latency_batch, sample=sample,
+                                                 input_shapes=job.input_shapes)
     result.dense.update(dense_profile)
     result.pruned.update(pruned_profile)
     reference = session_model(job.teacher)
     result.dense["metric"] = evaluate(reference, job.val, job.metric, reference)
-    result.pruned["metric"] = evaluate(session_model(graph.session(pruned)), job.val, job.metric, reference)
+    result.pruned["metric"] = evaluate(session_model(session_for(pruned, job.rows_per_run)), job.val, job.metric,
+                                       reference)
     return result
 
 
@@ -314,11 +344,11 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors):
+def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
-    for k, batch in enumerate(dataset.batches(options.batch_size)):
+    for k, batch in enumerate(dataset.batches(batch_size)):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}

@@ -6,21 +6,22 @@ import onnx
 
 from .. import graph
 from ..groups import model_cost
-from ..latency.timing import interleaved_ms
+from ..latency import interleaved_ms
 from ..verify import random_inputs
 
 
-def profile(path, batch=32, repeats=20, seed=0, sample=None):
+def profile(path, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
     """{"params", "flops", "file_bytes", "latency_ms": {"batch1", "batchN"}} of an ONNX file.
 
-    sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs."""
-    return profile_pair([path], batch, repeats, seed, sample)[0]
+    sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs.
+    input_shapes: sizes bound to symbolic input dims (FLOPs and random inputs at those sizes)."""
+    return profile_pair([path], batch, repeats, seed, sample, input_shapes)[0]
 
 
-def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None):
+def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None, input_shapes=None):
     """profile() of models with the same inputs (dense and pruned), their latencies timed together,
     round-robin, so that their ratio survives a shared machine's load."""
-    models = [graph.load(path, strict=True) for path in paths]
+    models = [graph.load(path, strict=True, input_shapes=input_shapes) for path in paths]
     rng = np.random.default_rng(seed)
     if sample is not None:
         small = {n: sample[n][:1] for n in models[0].input_names}

@@ -11,7 +11,7 @@ _EXPORTS = {
     "loss_from_labels": "kinds", "loss_named": "kinds",
     "TrainingSession": "session",
     "prepare_for_training": "trainable", "trainable_params": "trainable",
-    "LABELS": "data", "to_trainable": "forms",
+    "LABELS": "data", "to_trainable": "forms", "untrainable_operator": "forms",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

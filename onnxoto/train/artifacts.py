@@ -4,17 +4,14 @@ onnxruntime's gradient builder has crashed the whole process (SIGFPE) on a real
 model; in a child process such a crash becomes a one-line ModelError instead.
 """
 import json
-import re
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from ..child import run_child, step
 from ..errors import ModelError, OptionError
 from ..graph import fresh_name, taken_names
 from .kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
@@ -22,6 +19,7 @@ from .trainable import prepare_for_training, trainable_params
 
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
+_PROBE = "probe.npz"  # a batch (model inputs and loss targets by name) for the first steps
 _EXTERNAL_DATA_ABOVE = 1 << 30  # bytes; protobuf cannot serialize 2 GiB in one message
 
 
@@ -91,10 +89,12 @@ def _check_logits(model: onnx.ModelProto, output: str) -> None:
 
 def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.PathLike,
                     requires_grad: list[str] | None = None, model_name: str | None = None,
-                    optimizer: bool = False, timeout: float | None = None, batchnorm: str = "frozen") -> Artifacts:
+                    optimizer: bool = False, timeout: float | None = None, batchnorm: str = "frozen",
+                    probe: dict[str, np.ndarray] | None = None, device: str = "cpu") -> Artifacts:
     """Write training_model.onnx, eval_model.onnx and checkpoint (and optimizer_model.onnx, an SGD
     graph we never run, if `optimizer`) into `directory`, building them in a child process.
-    `batchnorm`: how BatchNormalization trains (trainable.BATCHNORM_MODES)."""
+    `batchnorm`: how BatchNormalization trains (trainable.BATCHNORM_MODES). `probe`: a batch (model
+    inputs and loss targets by name) on which the child also takes the first training and eval steps."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = model_name or model.graph.name or "model"
@@ -106,8 +106,12 @@ def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.
     big = prepared.ByteSize() > _EXTERNAL_DATA_ABOVE
     onnx.save(prepared, directory / _INPUT_MODEL, save_as_external_data=big, location=_INPUT_MODEL + ".data")
     spec = {"loss": asdict(loss), "requires_grad": requires_grad, "optimizer": optimizer,
-            "outputs": [o.name for o in model.graph.output]}
+            "outputs": [o.name for o in model.graph.output], "device": device}
     (directory / _SPEC).write_text(json.dumps(spec))
+    if probe is not None:
+        np.savez(directory / _PROBE, **probe)
+    elif (directory / _PROBE).exists():
+        (directory / _PROBE).unlink()  # a resumed run's work folder
     _run_child(directory, name, timeout)
     initializers = {init.name for init in model.graph.initializer}
     return Artifacts(directory=directory, training_model=directory / "training_model.onnx",
@@ -118,50 +122,39 @@ def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.
 
 
 def _run_child(directory: Path, name: str, timeout: float | None) -> None:
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    try:
-        done = subprocess.run([sys.executable, "-m", "onnxoto.train._child", str(directory.resolve())],
-                              cwd=directory, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ModelError(f"cannot build a training graph for {name}: the builder ran over {timeout} s") from None
-    if done.returncode == 0:
-        return
-    if done.returncode < 0:
-        reason = f"the gradient builder crashed ({signal.Signals(-done.returncode).name})"
-    else:
-        reason = _last_error_line(done.stderr) or f"the builder exited with code {done.returncode}"
-    raise ModelError(f"cannot build a training graph for {name}: {reason}")
-
-
-# "RuntimeError: /onnxruntime_src/...cc:29 ns::Type ns::Function(args...) " before onnxruntime's message
-_CXX_LOCATION = re.compile(r"/\S+\.(?:cc|h|cpp):\d+ [^(]*\((?:[^()]|\([^()]*\))*\)\s*(?:const\s*)?")
-
-
-def _last_error_line(stderr: str) -> str:
-    """The child's one-line error, written last (see generate_here)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    marked = [line[len("onnxoto-error: "):] for line in lines if line.startswith("onnxoto-error: ")]
-    line = _CXX_LOCATION.sub("", marked[-1] if marked else (lines[-1] if lines else ""))
-    return line if len(line) <= 400 else line[:400] + " ..."
+    run_child("onnxoto.train.artifacts:generate_here", directory, f"cannot train {name}", timeout)
 
 
 def generate_here(directory: str) -> None:
-    """Build the artifacts in this process (the child's side of build_artifacts)."""
+    """Build the artifacts in this process (the child's side of build_artifacts); then, given a probe
+    batch, take the first training and eval steps on it, where a crash of onnxruntime costs nothing."""
     from . import ort
     from .losses import SpecLoss
 
     os.chdir(directory)  # onnxblock writes its temporary model into the working directory
     spec = json.loads(Path(_SPEC).read_text())
-    try:
-        # A path makes onnxblock round-trip through external data (needed past 2 GiB only; it
-        # failed on a 0.4 MB ResNet: "temp.onnx.data ... doesn't exist"), so small models go in memory.
-        big = Path(_INPUT_MODEL + ".data").exists()
-        ort.artifacts.generate_artifacts(
-            _INPUT_MODEL if big else onnx.load(_INPUT_MODEL), requires_grad=spec["requires_grad"], frozen_params=[],
-            loss=SpecLoss(spec["loss"]), optimizer=ort.artifacts.OptimType.SGD if spec["optimizer"] else None,
-            artifact_directory=".", additional_output_names=spec["outputs"])
-    except Exception as error:  # any failure of the builder: one line for the parent
-        message = " ".join(str(error).split())
-        print(f"onnxoto-error: {type(error).__name__}: {message}", file=sys.stderr)
-        sys.exit(1)
+    step("building the training graph")
+    # A path makes onnxblock round-trip through external data (needed past 2 GiB only; it
+    # failed on a 0.4 MB ResNet: "temp.onnx.data ... doesn't exist"), so small models go in memory.
+    big = Path(_INPUT_MODEL + ".data").exists()
+    ort.artifacts.generate_artifacts(
+        _INPUT_MODEL if big else onnx.load(_INPUT_MODEL), requires_grad=spec["requires_grad"], frozen_params=[],
+        loss=SpecLoss(spec["loss"]), optimizer=ort.artifacts.OptimType.SGD if spec["optimizer"] else None,
+        artifact_directory=".", additional_output_names=spec["outputs"])
+    if Path(_PROBE).exists():
+        _first_steps(ort, spec.get("device", "cpu"))
+
+
+def _first_steps(ort, device: str) -> None:
+    """One training step and one eval step on the probe batch (the first steps of a run)."""
+    state = ort.CheckpointState.load_checkpoint("checkpoint")
+    module = ort.Module("training_model.onnx", state, "eval_model.onnx", device=device)
+    with np.load(_PROBE, allow_pickle=False) as data:
+        feeds = [np.ascontiguousarray(data[name]) for name in module.input_names()]
+    rows = len(feeds[0]) if feeds and np.ndim(feeds[0]) else 1
+    step(f"taking a first training step on {rows} rows")
+    module.train()
+    module(*feeds)
+    step(f"taking a first eval step on {rows} rows")
+    module.eval()
+    module(*feeds)

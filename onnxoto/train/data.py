@@ -145,6 +145,9 @@ def _checked_input(arrays: dict[str, np.ndarray], spec: InputSpec, source: str) 
         hint = " (or 'x')" if len(arrays) and spec.name != "x" else ""
         raise DataError(f"{source}: no array for model input {spec.name!r}{hint}; has {', '.join(arrays) or 'none'}")
     array = arrays[spec.name]
+    if array.ndim == 0 or spec.shape == ():  # rows are samples: a scalar (a sample rate, a flag) has none
+        raise DataError(f"{source}: model input {spec.name!r} is a scalar; the data holds one row per sample, so "
+                        "a scalar input cannot be fed from it (not supported)")
     if spec.shape is not None:
         if array.ndim != len(spec.shape):
             raise DataError(f"{source}: {spec.name!r} has shape {array.shape}, the model input rank {len(spec.shape)}"

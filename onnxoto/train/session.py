@@ -51,6 +51,12 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
     return options
 
 
+def _named(loss: LossSpec, inputs: dict[str, np.ndarray], target) -> dict[str, np.ndarray]:
+    """The training graph's feeds by name: model inputs and the loss's targets."""
+    targets = [target] if isinstance(target, np.ndarray) else list(target)
+    return {**dict(zip(loss.targets, targets)), **inputs}
+
+
 class TrainingSession:
     """Forward/backward of `model` plus a loss; `params` and `grads` are in-place views.
 
@@ -66,7 +72,9 @@ class TrainingSession:
     def __init__(self, model: onnx.ModelProto, loss: LossSpec | str | None = None, *,
                  workdir: str | os.PathLike | None = None, device: str = "cpu",
                  requires_grad: list[str] | None = None, model_name: str | None = None, batchnorm: str = "frozen",
-                 threads: int | None = None, profile_prefix: str | None = None):
+                 threads: int | None = None, profile_prefix: str | None = None, probe: tuple | None = None):
+        """probe: (inputs, target) of one batch; the first training and eval steps are taken on it in the
+        child process that builds the training graph, so that onnxruntime dying on them is an error."""
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
         self.device = device
@@ -76,7 +84,8 @@ class TrainingSession:
         try:
             spec = loss if isinstance(loss, LossSpec) else loss_for(model, kind=loss)
             self.artifacts: Artifacts = build_artifacts(model, spec, self.workdir, requires_grad, model_name,
-                                                          batchnorm=batchnorm)
+                                                          batchnorm=batchnorm, device=device,
+                                                          probe=None if probe is None else _named(spec, *probe))
             self._open()
         except BaseException:
             self.close()
@@ -114,27 +123,57 @@ class TrainingSession:
     def output_names(self) -> tuple[str, ...]:
         return self.artifacts.model_outputs
 
+    rows_per_run: int | None = None  # a model whose batch is fixed to 1 in the file runs one row at a time
+
     def train_step(self, inputs: dict[str, np.ndarray], target) -> float:
-        """Forward and backward on one batch; `grads` then hold this batch's gradients. Returns the loss."""
+        """Forward and backward on one batch; `grads` then hold this batch's gradients. Returns the loss.
+
+        With rows_per_run, the batch's gradients are accumulated row by row and averaged."""
         self._module.train()
         self._module.lazy_reset_grad()
-        loss, *outputs = self._module(*self._feeds(inputs, target))
-        self._check_target_shapes(target, outputs)
+        losses = []
+        for part_inputs, part_target in self._parts(inputs, target):
+            loss, *outputs = self._module(*self._feeds(part_inputs, part_target))
+            self._check_target_shapes(part_target, outputs)
+            losses.append(float(loss))
         self._refresh_moved_buffers()
-        return float(loss)
+        if len(losses) > 1:  # onnxruntime summed the parts' gradients: the batch's mean, as in one run
+            for grad in self.grads.values():
+                grad /= len(losses)
+        return float(np.mean(losses))
 
     def eval_loss(self, inputs: dict[str, np.ndarray], target) -> float:
         """The loss on one batch, forward only, in eval mode."""
         self._module.eval()
-        loss, *outputs = self._module(*self._feeds(inputs, target))
-        self._check_target_shapes(target, outputs)
-        return float(loss)
+        losses = []
+        for part_inputs, part_target in self._parts(inputs, target):
+            loss, *outputs = self._module(*self._feeds(part_inputs, part_target))
+            self._check_target_shapes(part_target, outputs)
+            losses.append(float(loss))
+        return float(np.mean(losses))
 
     def eval_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's outputs for one batch, in eval mode (the loss is computed against placeholders)."""
         self._module.eval()
-        loss, *outputs = self._module(*self._feeds(inputs, self._placeholder_targets(inputs)))
-        return dict(zip(self.output_names, outputs))
+        parts = []
+        for part_inputs, _ in self._parts(inputs, None):
+            loss, *outputs = self._module(*self._feeds(part_inputs, self._placeholder_targets(part_inputs)))
+            parts.append(outputs)
+        if len(parts) == 1:
+            return dict(zip(self.output_names, parts[0]))
+        return {name: np.concatenate(values, axis=0) for name, values in zip(self.output_names, zip(*parts))}
+
+    def _parts(self, inputs: dict[str, np.ndarray], target):
+        """(inputs, target) of each run a batch takes: itself, or rows_per_run rows at a time."""
+        rows = len(inputs[self.input_names[0]]) if self.input_names else 0
+        if not self.rows_per_run or rows <= self.rows_per_run:
+            yield inputs, target
+            return
+        for start in range(0, rows, self.rows_per_run):
+            part = slice(start, start + self.rows_per_run)
+            sliced = None if target is None else (target[part] if isinstance(target, np.ndarray)
+                                                   else [t[part] for t in target])
+            yield {k: v[part] for k, v in inputs.items()}, sliced
 
     def weights(self) -> dict[str, np.ndarray]:
         """Copies of the trained parameters, to write back into the ONNX model."""

@@ -1,8 +1,13 @@
 """The certificate of DESIGN.md §5: zeroing a group's ZIGs and cutting them give the same outputs."""
-from dataclasses import dataclass, field
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from .. import graph, groups as grouping
+from ..child import run_child, step
 from ..errors import ModelError
 from ..graph import producers, run, with_outputs
 from ..groups import keep_all, removed_positions
@@ -155,12 +160,15 @@ def _kept_part(array, name, gone):
     return array
 
 
-def certify(analysis, subsets=3, seed=0):
-    """Check every prunable group on `subsets` random ZIG subsets; returns a Certificate."""
+def certify(analysis, subsets=3, seed=0, feeds=None):
+    """Check every prunable group on `subsets` random ZIG subsets; returns a Certificate.
+
+    feeds: the inputs to compare on (default: random ones, symbolic dims of size 2)."""
     model = analysis.model
     rng = np.random.default_rng(seed)
-    feeds = random_inputs(model, rng)
+    feeds = random_inputs(model, rng) if feeds is None else feeds
     try:
+        step("running the dense model")
         run(model.proto, feeds)
     except Exception as exc:
         shapes = {k: v.shape for k, v in feeds.items()}
@@ -170,10 +178,39 @@ def certify(analysis, subsets=3, seed=0):
     for group in analysis.prunable:
         for size in subset_sizes(group.num_zigs, subsets):
             removed = rng.choice(group.num_zigs, size=size, replace=False)
+            step(f"checking group {group.id} ({size} ZIGs cut)")
             cert.checks.append(check_group(model, analysis.groups, group, removed, feeds))
     for unit in analysis.erasable:
+        step(f"checking erasable branch {unit.id}")
         cert.unit_checks.append(check_unit(model, analysis.groups, unit, feeds))
     return cert
+
+
+def certify_file(path, feeds, input_shapes=None, subsets=3, seed=0, what=None):
+    """certify() of the model file at `path` on `feeds`, in a child process: onnxruntime dying on a
+    cut model is one ModelError naming the group, not a dead command."""
+    with tempfile.TemporaryDirectory(prefix="onnxoto-verify-") as folder:
+        folder = Path(folder)
+        np.savez(folder / "feeds.npz", **feeds)
+        (folder / "job.json").write_text(json.dumps({"path": str(Path(path).resolve()), "subsets": subsets,
+                                                     "seed": seed, "input_shapes": input_shapes or {}}))
+        run_child("onnxoto.verify.certify:certify_here", folder, what or f"verify: {Path(path).name}")
+        state = json.loads((folder / "certificate.json").read_text())
+    return Certificate(**{**state, "checks": [Check(**c) for c in state["checks"]],
+                          "unit_checks": [Check(**c) for c in state["unit_checks"]]})
+
+
+def certify_here(folder):
+    """The child's side of certify_file."""
+    folder = Path(folder)
+    job = json.loads((folder / "job.json").read_text())
+    with np.load(folder / "feeds.npz", allow_pickle=False) as data:
+        feeds = {name: data[name] for name in data.files}
+    step("analyzing the model")
+    shapes = {k: tuple(v) for k, v in job["input_shapes"].items()}
+    analysis = grouping.analyze(graph.load(job["path"], strict=True, input_shapes=shapes))
+    cert = certify(analysis, subsets=job["subsets"], seed=job["seed"], feeds=feeds)
+    (folder / "certificate.json").write_text(json.dumps(asdict(cert)))
 
 
 def check_unit(model, groups, unit, feeds):

@@ -19,7 +19,7 @@ from .param_map import ConvTransposeLayout, ParamMap
 from .pooling import average_pool, global_max_pool, reduce_max
 from .resize import resize
 
-__all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable"]
+__all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable", "untrainable_operator"]
 
 # op type -> rewrite(node, ctx): emits the replacement into ctx (its last node writes the
 # node's output) or raises Unsupported, and the node stays. Why each op needs one is its
@@ -72,3 +72,35 @@ def to_trainable(model: onnx.ModelProto, rewrites: dict | None = None) -> tuple[
     # Shapes recorded for the replaced nodes' intermediates would be stale; outputs keep theirs.
     del model.graph.value_info[:]
     return model, param_map
+
+
+def _lstm_direction(node):
+    direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward")
+    return None if direction == "forward" else f"LSTMGrad supports only the forward direction, not {direction}"
+
+
+# operators onnxruntime-training (1.19.2) cannot differentiate and no form replaces: node -> reason or None
+NO_GRADIENT = {
+    "LSTM": _lstm_direction,
+    "Einsum": lambda node: "no gradient is registered for Einsum",
+}
+
+
+def untrainable_operator(model: onnx.ModelProto, param_map: ParamMap, params) -> str | None:
+    """One line naming the first operator of the training graph (after to_trainable) that gradients from
+    `params` must cross and onnxruntime-training cannot differentiate; None if there is none."""
+    kept = {name: (op, reason) for name, op, reason in param_map.kept}
+    reached = set(params)
+    for node in model.graph.node:  # topological order
+        if not any(name in reached for name in node.input):
+            continue
+        reached.update(node.output)
+        label = node.name or node.output[0]
+        if label in kept:
+            op, reason = kept[label]
+            return f"{op} '{label}' has no trainable form in onnxruntime-training ({reason})"
+        check = NO_GRADIENT.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        reason = check(node) if check else None
+        if reason:
+            return f"{node.op_type} '{label}' cannot be trained in onnxruntime-training ({reason})"
+    return None

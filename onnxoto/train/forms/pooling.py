@@ -1,6 +1,7 @@
 """Max reductions (no gradient registered) as MaxPool, and AveragePool (its gradient kernel
 dies of SIGFPE in onnxruntime-training 1.19.2 CPU) as a depthwise Conv with a constant kernel."""
 import numpy as np
+from onnx import helper
 
 from ...ops import attribute
 from .context import Context, Unsupported
@@ -29,7 +30,8 @@ def reduce_max(node, ctx: Context) -> None:
     axes = sorted(int(a) % rank for a in axes)
     keepdims = attribute(node, "keepdims", 1)
     if any(shape[a] is None for a in axes):
-        raise Unsupported("reduced axes are not static")
+        _reduce_max_by_top_k(node, ctx, x, rank, axes, keepdims)  # MaxPool needs static kernel sizes
+        return
     if rank >= 3 and axes == list(range(2, rank)):
         pooled = ctx.emit("MaxPool", [x], node.output[0] if keepdims else None, base=base,
                           kernel_shape=[shape[a] for a in axes])
@@ -47,6 +49,21 @@ def reduce_max(node, ctx: Context) -> None:
         out_parts = []
     target = ctx.shape_vector(x, out_parts, f"{base}_out_shape") if out_parts else ctx.ints([], f"{base}_scalar")
     ctx.emit("Reshape", [pooled, target], node.output[0], base=base)
+
+
+def _reduce_max_by_top_k(node, ctx: Context, x: str, rank: int, axes: list, keepdims: int) -> None:
+    """ReduceMax over axes of run-time size: reduced axes moved last and flattened, TopK with k=1 (it trains)."""
+    base = node.name or node.output[0]
+    kept = [a for a in range(rank) if a not in axes]
+    moved = ctx.emit("Transpose", [x], base=f"{base}_moved", perm=kept + axes) if kept + axes != list(range(rank)) else x
+    flat = ctx.emit("Reshape", [moved, ctx.shape_vector(x, [(a, 1) for a in kept] + [-1], f"{base}_flat_shape")],
+                    base=f"{base}_flat")
+    values, indices = ctx.fresh(f"{base}_max"), ctx.fresh(f"{base}_argmax")
+    ctx.nodes.append(helper.make_node("TopK", [flat, ctx.ints([1], f"{base}_k")], [values, indices],
+                                      name=ctx.fresh(f"{base}_TopK"), axis=-1))
+    out_parts = [1 if a in axes else (a, 1) for a in range(rank)] if keepdims else [(a, 1) for a in kept]
+    target = ctx.shape_vector(x, out_parts, f"{base}_out_shape") if out_parts else ctx.ints([], f"{base}_scalar")
+    ctx.emit("Reshape", [values, target], node.output[0], base=base)
 
 
 def average_pool(node, ctx: Context) -> None:

@@ -22,7 +22,11 @@ def resize(node, ctx: Context) -> None:
     sizes_in, scales = _sizes_and_scales(node, ctx, shape)
     resized = [a for a in range(len(shape)) if sizes_in[a] != shape[a] or scales[a] != 1.0]
     if any(shape[a] is None for a in resized):
-        raise Unsupported("resized axes are not static")
+        factors = _replication_factors(node, transform, resized, scales) if mode == "nearest" else None
+        if factors is None:
+            raise Unsupported("resized axes are not static")
+        _replicate(node, ctx, x, len(shape), factors)  # sizes read at run time
+        return
     maps = {a: _source_positions(shape[a], sizes_in[a], scales[a], transform) for a in resized}
     if mode == "nearest":
         nearest = {a: _nearest(maps[a], shape[a], attribute(node, "nearest_mode", "round_prefer_floor")) for a in resized}
@@ -110,24 +114,45 @@ def _nearest_resize(node, ctx: Context, x: str, shape, index: dict) -> None:
             break
         factors[axis] = factor
     if factors is not None:
-        # Replication by integer factors: a unit axis after each resized one, expanded, merged back.
-        rank = len(shape)
-        unit_axes = [axis + 1 + k for k, axis in enumerate(sorted(factors))]
-        grown = ctx.emit("Unsqueeze", [x, ctx.ints(unit_axes, f"{base}_unit_axes")], base=f"{base}_unit")
-        expand_shape, merged = [], []
-        for axis in range(rank):
-            expand_shape.append(1)
-            if axis in factors:
-                expand_shape.append(factors[axis])
-            merged.append((axis, factors.get(axis, 1)))
-        expanded = ctx.emit("Expand", [grown, ctx.ints(expand_shape, f"{base}_expand_shape")], base=f"{base}_expanded")
-        ctx.emit("Reshape", [expanded, ctx.shape_vector(x, merged, f"{base}_out_shape")], node.output[0], base=base)
+        _replicate(node, ctx, x, len(shape), factors)
         return
     current = x
     axes = sorted(index)
     for k, axis in enumerate(axes):
         out = node.output[0] if k == len(axes) - 1 else None
         current = ctx.emit("Gather", [current, ctx.ints(index[axis], f"{base}_index")], out, base=base, axis=axis)
+
+
+def _replicate(node, ctx: Context, x: str, rank: int, factors: dict) -> None:
+    """Replication by integer factors: a unit axis after each resized one, expanded, merged back."""
+    base = node.name or node.output[0]
+    unit_axes = [axis + 1 + k for k, axis in enumerate(sorted(factors))]
+    grown = ctx.emit("Unsqueeze", [x, ctx.ints(unit_axes, f"{base}_unit_axes")], base=f"{base}_unit")
+    expand_shape, merged = [], []
+    for axis in range(rank):
+        expand_shape.append(1)
+        if axis in factors:
+            expand_shape.append(factors[axis])
+        merged.append((axis, factors.get(axis, 1)))
+    expanded = ctx.emit("Expand", [grown, ctx.ints(expand_shape, f"{base}_expand_shape")], base=f"{base}_expanded")
+    ctx.emit("Reshape", [expanded, ctx.shape_vector(x, merged, f"{base}_out_shape")], node.output[0], base=base)
+
+
+def _replication_factors(node, transform: str, axes: list, scales: list) -> dict | None:
+    """{axis: factor} when nearest Resize by these scales replicates each element factor times whatever
+    the axis' size (integer scales; checked on several sizes), else None."""
+    factors = {}
+    for axis in axes:
+        factor = int(round(scales[axis]))
+        if factor < 1 or abs(scales[axis] - factor) > 1e-6:
+            return None
+        rounding = attribute(node, "nearest_mode", "round_prefer_floor")
+        for size in (1, 2, 3, 7, 16):
+            positions = _source_positions(size, size * factor, float(factor), transform)
+            if not np.array_equal(_nearest(positions, size, rounding), np.arange(size * factor) // factor):
+                return None
+        factors[axis] = factor
+    return factors
 
 
 def _linear_resize(node, ctx: Context, x: str, shape, matrices: dict) -> None:

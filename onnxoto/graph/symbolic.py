@@ -1,0 +1,110 @@
+"""Reshape targets computed at run time from a tensor's own sizes (`Shape -> Gather -> Unsqueeze ->
+Concat`, how exporters write `x.view(n, g, c // g, h, w)` with a dynamic batch). ONNX shape inference
+gives up on them when a size is symbolic; here such a target is evaluated as a list of sizes that are
+ints or symbols, and the Reshape output gets its shape, so the channels stay known downstream."""
+from collections import Counter
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+
+def resolve_runtime_reshapes(model_proto):
+    """Give every Reshape output whose shape inference left unknown the shape its target evaluates to.
+    Returns True if any was resolved (then shape inference should run again)."""
+    graph = model_proto.graph
+    shapes = _shapes(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    resolved = False
+    for node in graph.node:
+        if node.op_type != "Reshape" or shapes.get(node.output[0]) is not None or node.input[0] not in shapes:
+            continue
+        target = _sizes(node.input[1], producers, inits, shapes)
+        source = shapes[node.input[0]]
+        if target is None or source is None or None in source:
+            continue
+        out = _reshaped(source, target)
+        if out is None:
+            continue
+        info = helper.make_tensor_value_info(node.output[0], _elem_type(graph, node.input[0]), list(out))
+        graph.value_info.append(info)
+        shapes[node.output[0]] = out
+        resolved = True
+    return resolved
+
+
+def _shapes(graph):
+    shapes = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and value.name not in shapes:
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                                       for d in tensor.shape.dim)
+    for t in graph.initializer:
+        shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def _elem_type(graph, name):
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        if value.name == name:
+            return value.type.tensor_type.elem_type
+    return 1
+
+
+def _sizes(name, producers, inits, shapes, depth=0):
+    """The 1-D int64 value of `name` as a list of ints and symbols, or None if it is not shape arithmetic."""
+    if name in inits:
+        return [int(v) for v in np.ravel(inits[name])]
+    node = producers.get(name)
+    if node is None or depth > 8:
+        return None
+    if node.op_type == "Shape":
+        shape = shapes.get(node.input[0])
+        if shape is None or None in shape:
+            return None
+        start = _attr(node, "start", 0)
+        end = _attr(node, "end", len(shape))
+        return list(shape[start:end])
+    parts = [_sizes(i, producers, inits, shapes, depth + 1) for i in node.input] if node.input else []
+    if node.op_type == "Concat":
+        return None if None in parts else [v for part in parts for v in part]
+    if node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return parts[0] if parts and parts[0] is not None and len(parts[0]) == 1 else None
+    if node.op_type == "Gather" and parts and parts[0] is not None and node.input[1] in inits:
+        index = np.ravel(inits[node.input[1]])
+        return [parts[0][int(k)] for k in index] if all(-len(parts[0]) <= k < len(parts[0]) for k in index) else None
+    return None
+
+
+def _attr(node, name, default):
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _reshaped(source, target):
+    """Reshape's output shape (0 copies the input's size, -1 is what remains), or None if not determined."""
+    out = [source[k] if v == 0 and k < len(source) else v for k, v in enumerate(target)]
+    if out.count(-1) > 1:
+        return None
+    if -1 in out:
+        rest = _divide(source, [d for d in out if d != -1])
+        if rest is None:
+            return None
+        out[out.index(-1)] = rest
+    return tuple(out)
+
+
+def _divide(numerator, denominator):
+    """prod(numerator) / prod(denominator) over ints and symbols, if it is an int or a single symbol."""
+    symbols = Counter(d for d in numerator if isinstance(d, str))
+    symbols.subtract(Counter(d for d in denominator if isinstance(d, str)))
+    if any(count < 0 for count in symbols.values()):
+        return None
+    left = [s for s, count in symbols.items() for _ in range(count)]
+    top = int(np.prod([d for d in numerator if isinstance(d, int)]))
+    bottom = int(np.prod([d for d in denominator if isinstance(d, int)]))
+    if bottom == 0 or top % bottom:
+        return None
+    if not left:
+        return top // bottom
+    return left[0] if len(left) == 1 and top == bottom else None
