@@ -25,6 +25,22 @@ def user_errors(command):
     return wrapper
 
 
+def quiet_option(command):
+    """--quiet: no progress bars and no per-epoch lines; results and errors still print."""
+    def set_quiet(ctx, param, value):
+        from . import progress
+        progress.set_quiet(value)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
+                        help="No progress bars or per-epoch lines (results and errors still print).")(command)
+
+
+def log_line(line):
+    """A line of progress for a log (one per epoch); dropped with --quiet."""
+    from . import progress
+    if not progress.is_quiet():
+        click.echo(line, err=True)
+
+
 def write_json(path, data):
     """Write JSON atomically: a temp file next to it, then rename."""
     tmp = f"{path}.tmp"
@@ -58,6 +74,7 @@ def analyze(model, json_path):
 @click.option("--subsets", default=3, show_default=True, help="Random ZIG subsets checked per group.")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets and inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the certificate as JSON to this file.")
+@quiet_option
 @user_errors
 def verify(model, subsets, seed, json_path):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
@@ -107,6 +124,7 @@ def verify(model, subsets, seed, json_path):
               help="BatchNorm in training: batch statistics, running ones recalibrated after (default in one "
                    "process), or frozen running statistics (default on several ranks).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@quiet_option
 @user_errors
 def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
           distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, batchnorm,
@@ -121,7 +139,7 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
                            saliency_scope=saliency_scope, batchnorm=batchnorm)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
-                       resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
+                       resume=resume_dir is not None, log=log_line)
     if not result.is_root:
         return
     click.echo(summary_text(result))
@@ -133,6 +151,7 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
 @click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
 @click.option("--epochs", type=int, default=8, show_default=True)
+@quiet_option
 @user_errors
 def demo(report_dir, output, epochs):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
@@ -145,7 +164,7 @@ def demo(report_dir, output, epochs):
                            optimizer="hesso", round_to=8)
     result = run_prune(os.path.join(data, "fmnist_resnet.onnx"), os.path.join(data, "fmnist_train.npz"), output,
                        val=os.path.join(data, "fmnist_test.npz"), options=options, workdir=report_dir,
-                       log=lambda line: click.echo(line, err=True))
+                       log=log_line)
     click.echo(summary_text(result))
     if report_dir:
         write_report(result, report_dir)
@@ -158,6 +177,7 @@ def demo(report_dir, output, epochs):
 @click.option("--batch", type=int, default=32, show_default=True, help="The large batch for latency.")
 @click.option("--repeats", type=int, default=30, show_default=True, help="Timed runs per latency (median).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the comparison as JSON.")
+@quiet_option
 @user_errors
 def bench(dense, pruned, data, batch, repeats, json_path):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""

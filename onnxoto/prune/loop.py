@@ -1,11 +1,10 @@
 """The training loop: shuffled batches, the sparse optimizer's step in place, checkpoints to resume from."""
 import math
 import os
-import sys
-import time
 
 import numpy as np
 
+from .. import progress
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
 from ..train.data import LABELS
@@ -51,20 +50,24 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     position = (start_epoch, skip)  # where a resumed run starts: (epoch, steps of it already done)
     try:
         for epoch in range(start_epoch, options.epochs):
-            losses, started = [], time.perf_counter()
-            for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
-                if epoch == start_epoch and step < skip:
-                    continue
-                loss = train_step(session, batch, teacher, comm)
-                if not math.isfinite(loss):
-                    raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
-                                          "(with --report DIR the last good checkpoint is kept there)")
-                optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
-                                                  epoch * steps_per_epoch + step, options.epochs * steps_per_epoch)
-                optimizer.step(session.grads)
-                losses.append(loss)
-                position = (epoch, step + 1)
-                _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
+            losses = []
+            desc = f"epoch {epoch + 1}/{options.epochs}"
+            with progress.bar(total=steps_per_epoch, desc=desc, hidden=not comm.is_root) as bar:
+                for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
+                    if epoch == start_epoch and step < skip:
+                        bar.update()
+                        continue
+                    loss = train_step(session, batch, teacher, comm)
+                    if not math.isfinite(loss):
+                        raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower "
+                                              "--lr (with --report DIR the last good checkpoint is kept there)")
+                    optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
+                                                      epoch * steps_per_epoch + step,
+                                                      options.epochs * steps_per_epoch)
+                    optimizer.step(session.grads)
+                    losses.append(loss)
+                    position = (epoch, step + 1)
+                    _show(bar, loss, optimizer.metrics())
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                       **optimizer.metrics(), **(on_epoch() if on_epoch else {})}
             history.append(record)
@@ -109,15 +112,10 @@ def train_step(session, batch, teacher, comm):
     return loss
 
 
-def _progress(epoch, step, steps, epochs, loss, metrics, started):
-    if not sys.stderr.isatty():
-        return
-    done = step + 1
-    eta = (time.perf_counter() - started) / done * (steps - done)
-    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} step {done}/{steps} loss {loss:.4f} "
-                     f"sparsity {metrics.get('group_sparsity', 0):.3f} {metrics.get('phase', '')} eta {eta:.0f}s   ")
-    if done == steps:
-        sys.stderr.write("\n")
+def _show(bar, loss, metrics):
+    bar.update()
+    bar.set_postfix_str(f"loss {loss:.4f} sparsity {metrics.get('group_sparsity', 0):.3f} "
+                        f"{metrics.get('phase', '')}", refresh=False)
 
 
 def save_checkpoint(workdir, session, optimizer, epoch, step, history):

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .. import dist, graph, groups
+from .. import dist, graph, groups, progress
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
 from ..report.measure import profile, session as measure_session
@@ -16,9 +16,11 @@ from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, trainable_params)
+from ..train.device import check_cuda
 from ..train.forms import to_trainable
 from ..verify import relative_difference, run as run_model
 from ..verify.certify import TOLERANCE, scale_floors
+from . import provenance
 from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions
@@ -56,6 +58,8 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     for key, value in overrides.items():
         setattr(options, key, value)
     options.validate()
+    if options.device == "cuda":
+        check_cuda()
     comm = comm or dist.communicator(options.device)  # one process: a no-op
     log = log if comm.is_root else (lambda line: None)
     output = output or _default_output(model)
@@ -96,9 +100,9 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
         if diff > TOLERANCE:
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
-        _save_atomically(pruned, output)
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
         result.settings = options.resolved(loss.kind, comm.size)
+        _save_atomically(provenance.stamp(pruned, model, result.settings, result.groups, diff), output)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
         sample = next(dataset.batches(options.batch_size))
@@ -198,7 +202,9 @@ def _verify_on_data(trained, pruned, dataset, options, floors):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
-    for k, batch in enumerate(dataset.batches(options.batch_size)):
+    total = min(options.verify_batches, -(-len(dataset) // options.batch_size))
+    batches = progress.bar(dataset.batches(options.batch_size), total=total, desc="verify the cut", unit="batch")
+    for k, batch in enumerate(batches):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .. import graph
+from .. import graph, progress
 from ..groups import model_cost
 from ..verify import random_inputs
 
@@ -21,12 +21,12 @@ def session(proto_or_path, threads=None):
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0):
+def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0, desc="latency"):
     """Median wall time of one run, after warm-up; stops early past max_seconds."""
     for _ in range(warmup):
         sess.run(None, feeds)
     times, start = [], time.perf_counter()
-    for _ in range(repeats):
+    for _ in progress.bar(range(repeats), desc=desc, unit="run"):
         t0 = time.perf_counter()
         sess.run(None, feeds)
         times.append((time.perf_counter() - t0) * 1000)
@@ -48,8 +48,10 @@ def profile(path, batch=32, repeats=20, seed=0, sample=None):
         large = {n: sample[n][:batch] for n in model.input_names}
     else:
         small, large = random_inputs(model, rng, batch=1), random_inputs(model, rng, batch=batch)
-    latency = {"batch1": latency_ms(sess, small, repeats=repeats),
-               "batchN": latency_ms(sess, large, repeats=repeats), "N": len(next(iter(large.values())))}
+    name = os.path.basename(path)
+    latency = {"batch1": latency_ms(sess, small, repeats=repeats, desc=f"{name} batch 1"),
+               "batchN": latency_ms(sess, large, repeats=repeats, desc=f"{name} batch {batch}"),
+               "N": len(next(iter(large.values())))}
     folder = os.path.dirname(os.path.abspath(path))
     size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, f)) for f in _external_files(path))
     return {"params": int(params), "flops": int(flops), "file_bytes": int(size), "latency_ms": latency}

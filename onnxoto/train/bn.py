@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxoto import progress
 from onnxoto.errors import ModelError
 from onnxoto.graph.load import default_opset
 from onnxoto.train.data import Dataset
@@ -32,7 +33,10 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
     sums: dict[str, np.ndarray] = {}
     squares: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for k, batch in enumerate(dataset.batches(batch_size)):
+    total = -(-len(dataset) // batch_size)
+    total = total if batches is None else min(batches, total)
+    for k, batch in enumerate(progress.bar(dataset.batches(batch_size), total=total, desc="recalibrate BatchNorm",
+                                           unit="batch")):
         if batches is not None and k >= batches:
             break
         values = session.run(wanted, {name: batch[name] for name in feed_names})

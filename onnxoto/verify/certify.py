@@ -5,6 +5,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import helper
 
+from .. import progress
 from ..errors import ModelError
 from ..groups import keep_all, removed_positions
 from ..surgery import cut, zero_out, zero_units
@@ -179,11 +180,11 @@ def certify(analysis, subsets=3, seed=0):
         raise ModelError(f"{model.name}: the model itself does not run on inputs {shapes} "
                          f"({str(exc).splitlines()[0][:160]})") from None
     cert = Certificate(len(analysis.groups), len(analysis.prunable), units_total=len(analysis.erasable))
-    for group in analysis.prunable:
+    for group in progress.bar(analysis.prunable, desc="certify groups", unit="group"):
         for size in subset_sizes(group.num_zigs, subsets):
             removed = rng.choice(group.num_zigs, size=size, replace=False)
             cert.checks.append(check_group(model, analysis.groups, group, removed, feeds))
-    for unit in analysis.erasable:
+    for unit in progress.bar(analysis.erasable, desc="certify branches", unit="branch"):
         cert.unit_checks.append(check_unit(model, analysis.groups, unit, feeds))
     return cert
 
