@@ -10,6 +10,7 @@ from ..errors import OnnxotoError
 from ..train.data import LABELS
 
 CHECKPOINT = "checkpoint.npz"
+TRACE_POINTS = 1000  # about this many (step, loss, group sparsity) points per run, for the report's curve
 
 
 class TrainingStopped(OnnxotoError):
@@ -35,17 +36,20 @@ def epoch_batches(dataset, batch_size, seed, epoch):
 
 
 def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None,
-          comm=None, on_epoch=None):
+          comm=None, on_epoch=None, trace=None):
     """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0).
 
-    on_epoch(): extra numbers for the epoch's record (the validation metric)."""
+    on_epoch(): extra numbers for the epoch's record (the validation metric). trace: a list that gets
+    [step, loss, group sparsity] every few steps (TRACE_POINTS per run)."""
     comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     base_lr = options.learning_rate(session.loss.kind)
     history = history if history is not None else []
+    trace = trace if trace is not None else []
+    stride = max(1, options.epochs * steps_per_epoch // TRACE_POINTS)
     start_epoch, skip = 0, 0
     if resume:
-        start_epoch, skip, history = load_checkpoint(workdir, session, optimizer)
+        start_epoch, skip, history = load_checkpoint(workdir, session, optimizer, trace)
     log = log or (lambda line: None)
     position = (start_epoch, skip)  # where a resumed run starts: (epoch, steps of it already done)
     try:
@@ -68,19 +72,21 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                     losses.append(loss)
                     position = (epoch, step + 1)
                     _show(bar, loss, optimizer.metrics())
+                    if (epoch * steps_per_epoch + step) % stride == 0:
+                        trace.append([epoch * steps_per_epoch + step, loss, optimizer.metrics().get("group_sparsity", 0.0)])
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                       **optimizer.metrics(), **(on_epoch() if on_epoch else {})}
             history.append(record)
             position = (epoch + 1, 0)
             comm.check_same(param_checksum(session.params))
             if comm.is_root:
-                save_checkpoint(workdir, session, optimizer, *position, history)
+                save_checkpoint(workdir, session, optimizer, *position, history, trace)
             val = f", val {record['val_metric']:.4f}" if record.get("val_metric") is not None else ""
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}{val}")
     except KeyboardInterrupt:
         if comm.is_root:
-            save_checkpoint(workdir, session, optimizer, *position, history)
+            save_checkpoint(workdir, session, optimizer, *position, history, trace)
         raise TrainingStopped(f"interrupted: resume with --resume {workdir}") from None
     except BaseException:
         comm.fail()  # the other ranks must not wait on this one
@@ -118,7 +124,7 @@ def _show(bar, loss, metrics):
                         f"{metrics.get('phase', '')}", refresh=False)
 
 
-def save_checkpoint(workdir, session, optimizer, epoch, step, history):
+def save_checkpoint(workdir, session, optimizer, epoch, step, history, trace=()):
     """Parameters, optimizer state and position, atomically (no pickle: plain arrays and numbers)."""
     arrays = {f"param/{k}": v for k, v in session.weights().items()}
     for k, v in optimizer.state_dict().items():
@@ -127,13 +133,15 @@ def save_checkpoint(workdir, session, optimizer, epoch, step, history):
     keys = sorted({k for record in history for k in record if isinstance(record[k], (int, float))})
     arrays["history_keys"] = np.array(keys)
     arrays["history"] = np.array([[float(r.get(k, np.nan) or 0.0) for k in keys] for r in history], np.float64)
+    arrays["trace"] = np.array(trace, np.float64).reshape(-1, 3)
     path = os.path.join(workdir, CHECKPOINT)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
-def load_checkpoint(workdir, session, optimizer):
+def load_checkpoint(workdir, session, optimizer, trace=None):
+    """Restores parameters and optimizer state; returns (epoch, step, history) and refills `trace`."""
     path = os.path.join(workdir, CHECKPOINT)
     if not os.path.isfile(path):
         raise OnnxotoError(f"--resume {workdir}: no checkpoint there")
@@ -145,6 +153,8 @@ def load_checkpoint(workdir, session, optimizer):
         epoch, step = (int(v) for v in data["position"])
         keys = [str(k) for k in data["history_keys"]]
         history = [dict(zip(keys, row.tolist())) for row in data["history"]]
+        if trace is not None and "trace" in data.files:
+            trace[:] = data["trace"].tolist()
     return epoch, step, history
 
 

@@ -49,6 +49,8 @@ class PruneResult:
     erased: list = field(default_factory=list)  # erased branches: {"id", "nodes", "params", "flops", "flops_share"}
     is_root: bool = True  # False on the other ranks of a distributed run: they write and print nothing
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
+    trace: list = field(default_factory=list)  # [step, loss, group sparsity] every few steps
+    schedule: dict = field(default_factory=dict)  # the pruning phase in steps: start, end, periods, total
 
 
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
@@ -81,8 +83,9 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     try:
         teacher = measure_session(dense.proto)
         shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
+        trace = []
         trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric)
+                                       val_set, metric, trace)
         masks = opt.keep_masks()
         keep = _complete_keep(analysis, masks)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
@@ -102,6 +105,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
                              "please report this model")
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
         result.settings = options.resolved(loss.kind, comm.size)
+        result.trace, result.schedule = trace, _schedule(opt, shard, options)
         _save_atomically(provenance.stamp(pruned, model, result.settings, result.groups, diff), output)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
                           "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
@@ -117,7 +121,8 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None):
+def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
+           trace=None):
     """Returns (trained ModelProto, optimizer, history)."""
     batchnorm = options.batchnorm_mode(comm.size)
     if batchnorm == "batch":
@@ -157,9 +162,17 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
         if val_set is not None and comm.is_root:
             on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
                                                        val_set, metric, session_model(teacher))}
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch)
+        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch,
+                        trace=trace)
         trained = export()
     return trained, opt, history
+
+
+def _schedule(opt, dataset, options):
+    """When the optimizer pruned, in steps, for the report's curve."""
+    per_epoch = -(-len(dataset) // options.batch_size)
+    return {"start": opt.schedule.start, "end": opt.schedule.end, "periods": opt.schedule.periods,
+            "steps_per_epoch": per_epoch, "total": options.epochs * per_epoch}
 
 
 def _model_so_far(session, batchnorm, export):

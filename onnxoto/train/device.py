@@ -10,16 +10,24 @@ from ..errors import OptionError
 CUDA_LIBRARIES = ("libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11", "libcufft.so.10", "libcurand.so.10",
                   "libcudnn.so.8")
 ORT_DISTRIBUTIONS = ("onnxruntime-training-cpu", "onnxruntime-training", "onnxruntime", "onnxruntime-gpu")
-GPU_EXTRA = "pip uninstall -y onnxruntime-training-cpu && pip install -e '.[gpu]' (README, Install)"
+# the extra cannot take the base dependency onnxruntime-training-cpu out; both write the onnxruntime folder
+GPU_REPAIR = ("pip uninstall -y onnxruntime-training-cpu && pip install --force-reinstall --no-deps "
+              "onnxruntime-training==1.19.2")
+GPU_EXTRA = f"pip install -e '.[gpu]' && {GPU_REPAIR} (README, Install)"
 
 
 def check_cuda():
     """Raise OptionError naming what is missing for training on a GPU; returns the device count."""
     import onnxruntime as ort
 
+    installed = _installed_ort()
+    if len(installed) > 1:  # the one `onnxruntime` folder holds whichever was installed last, or a mix
+        raise OptionError(f"--device cuda: {' and '.join(installed)} are both installed and share the onnxruntime "
+                          f"module: {GPU_REPAIR}")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise OptionError(f"--device cuda: this onnxruntime build ({_installed_ort()}) has no CUDA provider; "
-                          f"for the CUDA build: {GPU_EXTRA}")
+        build = ", ".join(installed) or "unknown distribution"
+        raise OptionError(f"--device cuda: this onnxruntime build ({build}) has no CUDA provider; for the CUDA "
+                          f"build: {GPU_EXTRA}")
     try:
         import cupy
     except ImportError:
@@ -39,12 +47,14 @@ def check_cuda():
 
 
 def _installed_ort():
+    """The onnxruntime distributions installed, with their versions."""
+    found = []
     for dist in ORT_DISTRIBUTIONS:
         try:
-            return f"{dist} {importlib.metadata.version(dist)}"
+            found.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             continue
-    return "unknown distribution"
+    return found
 
 
 def _load(name):
