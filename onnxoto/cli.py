@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import OnnxotoError
+from .errors import OnnxotoError, OptionError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # the bundled demo model and data
 
@@ -43,9 +43,17 @@ def log_line(line):
 
 def write_json(path, data):
     """Write JSON atomically: a temp file next to it, then rename."""
+    write_text(path, json.dumps(data, indent=2))
+
+
+def write_text(path, text):
+    """Write atomically: a temp file next to it, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OptionError(f"{path}: folder {folder} does not exist")
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -58,15 +66,20 @@ def main():
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "json_path", type=click.Path(), help="Also write the groups as JSON to this file.")
+@click.option("--html", "html_path", type=click.Path(),
+              help="Also write a page of the groups in layer order, coloured by prunable share or blocking reason.")
 @user_errors
-def analyze(model, json_path):
+def analyze(model, json_path, html_path):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
     from .report import analysis_json, analysis_text
+    from .report.analysis_html import analysis_html
     analysis = groups.analyze(graph.load(model))
     click.echo(analysis_text(analysis))
     if json_path:
         write_json(json_path, analysis_json(analysis))
+    if html_path:
+        write_text(html_path, analysis_html(analysis))
 
 
 @main.command()

@@ -24,12 +24,12 @@ img { max-width: 100%; display: block; } .note { background: #fff7e6; border: 1p
 def report_html(report):
     """The page for a report as report_json gives it (report.json read back works too)."""
     have_plots = plots.available()
-    sections = [_header(report), _comparison(report, have_plots), _training(report, have_plots),
+    sections = [_header(report), "" if have_plots else _no_plots(), _comparison(report, have_plots), _training(report, have_plots),
                 _widths(report, have_plots), _settings(report)]
     if report.get("erased"):
-        sections.insert(4, _erased(report))
+        sections.insert(-1, _erased(report))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>onnxoto prune report: {_e(report['dense_model'])}</title><style>{STYLE}</style></head>"
+            f"<title>onnxoto prune report: {escape(report['dense_model'])}</title><style>{STYLE}</style></head>"
             f"<body><main>{''.join(sections)}</main></body></html>\n")
 
 
@@ -39,45 +39,39 @@ def _header(report):
              f" (max rel diff {report['max_rel_diff']:.2g})</span>")
     target = (f"target: {report['target_sparsity']:.0%} of channels" if report.get("target_flops") is None
               else f"target: {report['target_flops']:.0%} of FLOPs removed")
-    return (f"<h1>onnxoto prune report</h1><p class=\"sub\">{_e(report['dense_model'])} &rarr; "
-            f"{_e(report['pruned_model'])}</p><p>{badge} &nbsp; group sparsity {report['group_sparsity']:.3f} "
+    return (f"<h1>onnxoto prune report</h1><p class=\"sub\">{escape(report['dense_model'])} &rarr; "
+            f"{escape(report['pruned_model'])}</p><p>{badge} &nbsp; group sparsity {report['group_sparsity']:.3f} "
             f"({target})</p>")
 
 
 def _comparison(report, have_plots):
     rows = comparison_rows(report["dense"], report["pruned"], report.get("metric"))
-    table = _table(["", "dense", "pruned", "ratio"], rows)
+    numbers = table(["", "dense", "pruned", "ratio"], rows)
     picture = _image(plots.side_by_side(report), "pruned / dense") if have_plots else ""
-    return f"<h2>Dense and pruned</h2><div class=\"pair\">{table}{picture}</div>"
+    return f"<h2>Dense and pruned</h2><div class=\"pair\">{numbers}{picture}</div>"
 
 
 def _training(report, have_plots):
     if not report.get("trace"):
         return ""
-    if have_plots:
-        body = _image(plots.training_curve(report), "training curve and sparsity schedule")
-    else:
-        body = _no_plots()
+    body = _image(plots.training_curve(report), "training curve and sparsity schedule") if have_plots else ""
     rows = [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}", h.get("phase", ""),
              f"{h['val_metric']:.4f}" if h.get("val_metric") is not None else "-"] for h in report["history"]]
-    table = _table(["epoch", "loss", "group sparsity", "phase", f"val {report.get('metric') or '-'}"], rows)
-    return f"<h2>Training</h2>{body}{table}"
+    epochs = table(["epoch", "loss", "group sparsity", "phase", f"val {report.get('metric') or '-'}"], rows)
+    return f"<h2>Training</h2>{body}{epochs}"
 
 
 def _widths(report, have_plots):
     groups = report["groups"]
-    if have_plots and groups:
-        body = _image(plots.kept_widths(groups), "kept channels per group")
-    else:
-        body = _no_plots() if groups else ""
-    table = _table(["group", "layer", "channels", "kept"],
+    body = _image(plots.kept_widths(groups), "kept channels per group") if have_plots and groups else ""
+    listed = table(["group", "layer", "channels", "kept"],
                    [[g["id"], g["layer"], g["channels"], g["kept"]] for g in groups])
-    return (f"<h2>Kept width per layer</h2>{body}<details><summary>as a table</summary>{table}</details>")
+    return (f"<h2>Kept width per layer</h2>{body}<details><summary>as a table</summary>{listed}</details>")
 
 
 def _erased(report):
     rows = [[u["id"], len(u["nodes"]), u["params"], f"{100 * u['flops_share']:.1f}%"] for u in report["erased"]]
-    return f"<h2>Erased branches</h2>{_table(['branch', 'nodes', 'params', 'FLOPs share'], rows)}"
+    return f"<h2>Erased branches</h2>{table(['branch', 'nodes', 'params', 'FLOPs share'], rows)}"
 
 
 def _settings(report):
@@ -92,16 +86,16 @@ def _no_plots():
 
 def _image(png, alt):
     data = base64.b64encode(png).decode("ascii")
-    return f"<img alt=\"{_e(alt)}\" src=\"data:image/png;base64,{data}\">"
+    return f"<img alt=\"{escape(alt)}\" src=\"data:image/png;base64,{data}\">"
 
 
-def _table(headers, rows):
+def table(headers, rows):
     return f"<table>{_row(headers, 'th')}{''.join(_row(r, 'td') for r in rows)}</table>"
 
 
 def _row(cells, tag):
-    return "<tr>" + "".join(f"<{tag}>{_e(c)}</{tag}>" for c in cells) + "</tr>"
+    return "<tr>" + "".join(f"<{tag}>{escape(c)}</{tag}>" for c in cells) + "</tr>"
 
 
-def _e(value):
+def escape(value):
     return html.escape(str(value))
