@@ -153,8 +153,8 @@ def render(page, tmp_path, width=1200):
     path = tmp_path / "page.html"
     path.write_text(page.replace("</body>", f"{PROBE}</body>"))
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             f"--window-size={width},900", "--virtual-time-budget=5000"]
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900", "--virtual-time-budget=5000"]
     dom = subprocess.run([*flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
     probe = re.search(r'data-probe="([^"]+)"', dom)
     assert probe, dom[:500]

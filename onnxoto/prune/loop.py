@@ -72,8 +72,9 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                     losses.append(loss)
                     position = (epoch, step + 1)
                     _show(bar, loss, optimizer.metrics())
-                    if (epoch * steps_per_epoch + step) % stride == 0:
-                        trace.append([epoch * steps_per_epoch + step, loss, optimizer.metrics().get("group_sparsity", 0.0)])
+                    at = epoch * steps_per_epoch + step
+                    if at % stride == 0:
+                        trace.append([at, loss, optimizer.metrics().get("group_sparsity", 0.0)])
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                       **optimizer.metrics(), **(on_epoch() if on_epoch else {})}
             history.append(record)

@@ -15,7 +15,8 @@ PAGE_STYLE = """
 .strip a { width: 12px; height: 18px; border-radius: 2px; display: block; }
 .legend span { display: inline-block; margin: 2px 14px 2px 0; } .legend i { display: inline-block; width: 12px;
   height: 12px; border-radius: 2px; vertical-align: -1px; margin-right: 5px; }
-.groups td { font-size: 12.5px; padding: 1px 8px; white-space: nowrap; } .groups td.why { white-space: normal; text-align: left; }
+.groups td { font-size: 12.5px; padding: 1px 8px; white-space: nowrap; }
+.groups td.why { white-space: normal; text-align: left; }
 .groups th:nth-child(n+3):nth-child(-n+4), .groups th:last-child { text-align: left; }
 .groups td.name { text-align: left; max-width: 330px; overflow: hidden; text-overflow: ellipsis; }
 .groups tr:target td { outline: 2px solid #1d2533; } .groups thead th { position: sticky; top: 0; }

@@ -6,9 +6,11 @@ from . import plots
 from .prune import comparison_rows
 
 STYLE = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2533; margin: 0; background: #f5f7fa; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2533; margin: 0;
+  background: #f5f7fa; }
 main { max-width: 980px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #e3e7ee; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #e3e7ee; }
 .sub { color: #5b6578; margin: 0 0 16px; word-break: break-all; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 10px; font-weight: 600; font-size: 13px; }
 .ok { background: #dcf2e3; color: #17663a; } .bad { background: #fbe0df; color: #9b1c1c; }
