@@ -54,9 +54,11 @@ def _comparison(report, have_plots):
 
 
 def _training(report, have_plots):
-    if not report.get("trace"):
+    if not report.get("history"):
         return ""
-    body = _image(plots.training_curve(report), "training curve and sparsity schedule") if have_plots else ""
+    # a run resumed from a checkpoint of an older onnxoto has no trace: its epochs' table only
+    drawn = have_plots and report.get("trace")
+    body = _image(plots.training_curve(report), "training curve and sparsity schedule") if drawn else ""
     rows = [[int(h["epoch"]), f"{h['loss']:.4f}", f"{h.get('group_sparsity', 0):.3f}", h.get("phase", ""),
              f"{h['val_metric']:.4f}" if h.get("val_metric") is not None else "-"] for h in report["history"]]
     epochs = table(["epoch", "loss", "group sparsity", "phase", f"val {report.get('metric') or '-'}"], rows)
