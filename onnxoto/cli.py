@@ -1,4 +1,5 @@
 """The `onnxoto` command. User errors print one line and exit with code 2."""
+import dataclasses
 import functools
 import json
 import os
@@ -105,51 +106,41 @@ def verify(model, subsets, seed, json_path):
     sys.exit(0 if cert.passed else 1)
 
 
+def prune_options(defaults=None, only=None):
+    """The click options of PruneOptions' fields (their help, type, choices and default), `only` some of them
+    with other `defaults` for a command that shares them (demo)."""
+    from .prune.options import PruneOptions, flag
+
+    def decorate(command):
+        for f in reversed(dataclasses.fields(PruneOptions)):
+            meta = f.metadata
+            if not meta.get("cli") or (only is not None and f.name not in only):
+                continue
+            default = (defaults or {}).get(f.name, f.default)
+            # choices are checked by PruneOptions, so a wrong one is a one-line error like any other
+            metavar = f"[{'|'.join(meta['choices'])}]" if meta["choices"] else None
+            command = click.option(flag(f.name), f.name, type=meta["type"] or str, default=default,
+                                   metavar=metavar, help=meta["help"],
+                                   show_default=meta["show_default"] and default is not None)(command)
+        return command
+    return decorate
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Training data: .npz or a folder of .npy files.")
 @click.option("--val", type=click.Path(), help="Validation data, same format: the metric before and after.")
 @click.option("-o", "--output", type=click.Path(), help="Pruned model path [MODEL.pruned.onnx].")
-@click.option("--target-sparsity", type=float, help="Fraction of channels (ZIGs) to remove [0.5].")
-@click.option("--target-flops", type=float, help="Fraction of FLOPs to remove (instead of --target-sparsity).")
-@click.option("--optimizer", type=click.Choice(["hesso", "hesso-cric", "dhspg"]), default="hesso", show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, help="Learning rate [sgd 0.01 (0.001 with distillation), adamw 0.001].")
-@click.option("--base", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
-              help="Base optimizer whose direction HESSO follows.")
-@click.option("--loss", type=click.Choice(["ce", "mse", "distill", "ce+distill"]),
-              help="Default: ce for integer labels, mse for float labels, distill without labels. ce+distill: "
-                   "cross-entropy plus KL divergence from the original model's softened outputs.")
-@click.option("--distill-weight", type=float, default=1.0, show_default=True,
-              help="ce+distill: factor of the KL term.")
-@click.option("--temperature", type=float, default=4.0, show_default=True,
-              help="ce+distill: softmax temperature of the KL term.")
-@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts a multiple of K.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@prune_options()
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
-@click.option("--erase", type=float, default=0.0, show_default=True,
-              help="Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).")
-@click.option("--saliency-scope", default="group", show_default=True,
-              help="global: rank all channels in one list; group: each against the mean of its own layer.")
-@click.option("--batchnorm", type=click.Choice(["batch", "frozen"]),
-              help="BatchNorm in training: batch statistics, running ones recalibrated after (default in one "
-                   "process), or frozen running statistics (default on several ranks).")
-@click.option("--seed", type=int, default=0, show_default=True)
 @quiet_option
 @user_errors
-def prune(model, data, val, output, target_sparsity, target_flops, optimizer, epochs, batch_size, lr, base, loss,
-          distill_weight, temperature, round_to, device, report_dir, resume_dir, erase, saliency_scope, batchnorm,
-          seed):
+def prune(model, data, val, output, report_dir, resume_dir, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
-    options = PruneOptions(target_sparsity=0.5 if target_sparsity is None else target_sparsity,
-                           target_flops=target_flops, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                           lr=lr, base=base, loss=loss, distill_weight=distill_weight, temperature=temperature,
-                           round_to=round_to, device=device, seed=seed, erase=erase,
-                           saliency_scope=saliency_scope, batchnorm=batchnorm)
+    options = PruneOptions(**settings)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=log_line)
@@ -160,23 +151,25 @@ def prune(model, data, val, output, target_sparsity, target_flops, optimizer, ep
         write_report(result, workdir)
 
 
+# BatchNorm on batch statistics (the default) lets SGD run at 0.02, ten times the safe default of ce+distill
+DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "batch_size": 64, "optimizer": "hesso",
+        "round_to": 8}
+
+
 @main.command()
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
 @click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True)
+@prune_options(defaults=DEMO, only={"epochs"})
 @quiet_option
 @user_errors
-def demo(report_dir, output, epochs):
+def demo(report_dir, output, **settings):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
     from the dense model), verify, compare."""
     from .prune import PruneOptions, prune as run_prune
     from .report.prune import summary_text, write_report
-    data = DATA
-    # BatchNorm on batch statistics (the default) lets SGD run at 0.02, ten times the safe default of ce+distill
-    options = PruneOptions(target_flops=0.5, loss="ce+distill", lr=0.02, epochs=epochs, batch_size=64,
-                           optimizer="hesso", round_to=8)
-    result = run_prune(os.path.join(data, "fmnist_resnet.onnx"), os.path.join(data, "fmnist_train.npz"), output,
-                       val=os.path.join(data, "fmnist_test.npz"), options=options, workdir=report_dir,
+    options = PruneOptions(**{**DEMO, **settings})
+    result = run_prune(os.path.join(DATA, "fmnist_resnet.onnx"), os.path.join(DATA, "fmnist_train.npz"), output,
+                       val=os.path.join(DATA, "fmnist_test.npz"), options=options, workdir=report_dir,
                        log=log_line)
     click.echo(summary_text(result))
     if report_dir:

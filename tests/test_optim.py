@@ -8,9 +8,9 @@ from onnxoto.errors import OptionError
 from onnxoto.optim import SGD, AdamW, Dhspg, Hesso, HessoCric, ZigGroup, ZigSlice, default_schedule
 
 
-def rows_group(gid, param, n, divisible=1, flops=1.0):
+def rows_group(gid, param, n, round_to=1, flops=1.0):
     """A group whose ZIG i is row i of `param`."""
-    return ZigGroup(gid, n, [ZigSlice(param, 0, np.arange(n)[:, None])], flops_per_zig=flops, divisible=divisible)
+    return ZigGroup(gid, n, [ZigSlice(param, 0, np.arange(n)[:, None])], flops_per_zig=flops, round_to=round_to)
 
 
 # --- base directions against the documented formulas ------------------------------------------
@@ -111,7 +111,7 @@ def test_state_dict_saves_without_pickle():
 def test_target_reached_exactly_with_divisibility_and_exact_zeros_held():
     rng = np.random.default_rng(0)
     params = {"a": rng.standard_normal((32, 3)).astype(np.float32), "b": rng.standard_normal((24, 3)).astype(np.float32)}
-    groups = [rows_group("a", "a", 32, divisible=8), rows_group("b", "b", 24, divisible=8)]
+    groups = [rows_group("a", "a", 32, round_to=8), rows_group("b", "b", 24, round_to=8)]
     opt = Hesso(params, groups, SGD(lr=0.01), total_steps=100, target_sparsity=0.5,
                 start_pruning_step=10, pruning_steps=40, pruning_periods=4)
     zero_since = {}
@@ -467,9 +467,9 @@ def test_numpy_and_cupy_agree(kind):
         common = dict(total_steps=30, target_sparsity=0.5, start_pruning_step=4, pruning_steps=20, pruning_periods=4)
         if kind == "cric":
             loss = lambda: float(xp.sum((params["w"] - xp.asarray(target)) ** 2))
-            return HessoCric(params, [rows_group("w", "w", 16, divisible=2)], base, loss_fn=loss, **common)
+            return HessoCric(params, [rows_group("w", "w", 16, round_to=2)], base, loss_fn=loss, **common)
         cls = Dhspg if kind == "dhspg" else Hesso
-        return cls(params, [rows_group("w", "w", 16, divisible=2)], base, **common)
+        return cls(params, [rows_group("w", "w", 16, round_to=2)], base, **common)
 
     host, device = {"w": start.copy()}, {"w": cupy.asarray(start)}
     a, b = make(host, np), make(device, cupy)
@@ -537,7 +537,7 @@ def test_a_block_wider_than_one_periods_share_is_taken_when_the_run_can_afford_i
     rng = np.random.default_rng(5)
     params = {"a": 0.1 * rng.standard_normal((8, 4)).astype(np.float32),
               "b": 10 + rng.standard_normal((8, 4)).astype(np.float32)}
-    groups = [rows_group("a", "a", 8, divisible=4, flops=10.0), rows_group("b", "b", 8, flops=1.0)]
+    groups = [rows_group("a", "a", 8, round_to=4, flops=10.0), rows_group("b", "b", 8, flops=1.0)]
     opt = Hesso(params, groups, SGD(lr=0.0), total_steps=40, target_flops=0.5, total_flops=88.0,
                 start_pruning_step=0, pruning_steps=20, pruning_periods=10, saliency_weights={"magnitude": 1.0})
     for _ in range(40):
@@ -554,19 +554,19 @@ def test_widths_follow_the_blocked_convolution_rule():
     assert allowed_widths(20, 8) == [16, 8, 4]
     assert allowed_widths(5, 1) == [4, 3, 2, 1]
     score = np.arange(64, 0, -1, dtype=float)  # ZIG 63 is the least salient
-    sizes = [len(b) for _, b in blocks(rows_group("g", "g", 64, divisible=16), score, np.zeros(64, bool))]
+    sizes = [len(b) for _, b in blocks(rows_group("g", "g", 64, round_to=16), score, np.zeros(64, bool))]
     assert sizes == [16, 16, 16, 8]
-    first = blocks(rows_group("g", "g", 64, divisible=16), score, np.zeros(64, bool))[0][1]
+    first = blocks(rows_group("g", "g", 64, round_to=16), score, np.zeros(64, bool))[0][1]
     assert sorted(first) == list(range(48, 64))
 
 
 def test_a_group_passed_over_for_a_wide_block_does_not_take_its_narrow_last_block():
-    # "a": 16 weak channels at divisible 8 (a block of 8, then one of 4: kept 8, then 4); the block of 8
+    # "a": 16 weak channels at round_to 8 (a block of 8, then one of 4: kept 8, then 4); the block of 8
     # costs 80 and would overshoot a budget of 30 by more than it helps, while the block of 4 would fit:
     # taken alone it would keep 12 channels (no allowed width), and not the weakest ones
     from onnxoto.optim.select import select
     rng = np.random.default_rng(7)
-    groups = [rows_group("a", "a", 16, divisible=8, flops=10.0), rows_group("b", "b", 40, flops=1.0)]
+    groups = [rows_group("a", "a", 16, round_to=8, flops=10.0), rows_group("b", "b", 40, flops=1.0)]
     scores = [np.sort(rng.uniform(0, 1, 16)), rng.uniform(5, 6, 40)]
     new = select(groups, scores, [np.zeros(16, bool), np.zeros(40, bool)], budget=30.0, cost=[10.0, 1.0])
     assert not new[0].any()

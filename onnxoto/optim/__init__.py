@@ -7,7 +7,7 @@ from .base import SGD, AdamW
 from .cric import HessoCric
 from .dhspg import Dhspg
 from .groups import ZigGroup, ZigSlice
-from .hesso import Hesso
+from .hesso import DEFAULT_SALIENCY_SCOPE, SCOPES, Hesso
 from .schedule import Schedule, default_schedule
 
-__all__ = ["SGD", "AdamW", "Hesso", "HessoCric", "Dhspg", "ZigGroup", "ZigSlice", "Schedule", "default_schedule"]
+__all__ = ["DEFAULT_SALIENCY_SCOPE", "SCOPES", "SGD", "AdamW", "Hesso", "HessoCric", "Dhspg", "ZigGroup", "ZigSlice", "Schedule", "default_schedule"]

@@ -20,7 +20,7 @@ class ZigGroup:
     slices: list = field(default_factory=list)  # producer-side ZigSlices: zeroed when a ZIG is pruned
     flops_per_zig: float = 0.0
     params_per_zig: float = 0.0
-    divisible: int = 1  # kept count a multiple of this, or below it of half of it (select.allowed_widths)
+    round_to: int = 1  # kept count a multiple of this, or below it of half of it (select.allowed_widths)
     prunable: bool = True
     erasable: bool = False  # a whole branch (one ZIG): may be pruned entirely, against its own budget
     join: str = ""  # erasable branches sharing a join are exclusive: the join keeps one live input

@@ -1,6 +1,5 @@
 """HESSO: train with the base direction; at each pruning period's start mark the least salient ZIGs,
 fade them linearly to exactly zero by the period's end, and hold them at zero from then on."""
-from dataclasses import replace
 
 import numpy as np
 
@@ -12,15 +11,17 @@ from .schedule import default_schedule
 from .select import select
 from .snapshot import restore_into, save_into
 
-# global: one ranking of raw saliencies, so a layer whose weights are small can be emptied first;
-# group: each ZIG's saliency relative to its group's mean, so every layer keeps its best channels
+# global: one ranking of raw saliencies (HESSO's), so a layer whose weights are small can be emptied first;
+# group: each ZIG's saliency relative to its group's mean, so every layer keeps its best channels (the
+# default: ahead on the demo, README)
 SCOPES = ("global", "group")
+DEFAULT_SALIENCY_SCOPE = "group"
 
 
 class Hesso:
     def __init__(self, params, groups, base, total_steps, target_sparsity=0.5, target_flops=None,
                  start_pruning_step=None, pruning_steps=None, pruning_periods=None, saliency_weights=None,
-                 group_divisible=None, total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope="global"):
+                 total_flops=None, erase_fraction=0.0, flops_fn=None, saliency_scope=DEFAULT_SALIENCY_SCOPE):
         if target_flops is None and (target_sparsity is None or not 0 < target_sparsity < 1):
             raise OptionError(f"target sparsity must be in (0, 1), got {target_sparsity}")
         if target_flops is not None and not 0 < target_flops < 1:
@@ -29,8 +30,6 @@ class Hesso:
         self.all_groups = list(groups)  # keep_masks answers for every group, pruned or not
         self.groups = [g for g in groups if g.num_zigs > 1 or g.erasable]
         self.erase_fraction = erase_fraction
-        if group_divisible:  # copies: the caller's groups are left as they were
-            self.groups = [replace(g, divisible=group_divisible) for g in self.groups]
         if saliency_scope not in SCOPES:
             raise OptionError(f"saliency scope {saliency_scope!r}: expected one of {', '.join(SCOPES)}")
         self.saliency_scope = saliency_scope

@@ -1,13 +1,13 @@
 """Which ZIGs to prune: one global ranking by saliency, in blocks that keep each group's width one its
-`divisible` allows, never a whole group."""
+`round_to` allows, never a whole group."""
 import numpy as np
 
 
-def allowed_widths(n, divisible):
-    """Kept counts below n a group may shrink to, widest first: multiples of `divisible`, and under it
+def allowed_widths(n, round_to):
+    """Kept counts below n a group may shrink to, widest first: multiples of `round_to`, and under it
     multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input widths that are a
     multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one block."""
-    div = max(1, divisible)
+    div = max(1, round_to)
     half = max(1, div // 2)
     return [w for w in range(n - 1, 0, -1) if w % div == 0 or (w < div and w % half == 0)]
 
@@ -22,7 +22,7 @@ def blocks(group, score, pruned):
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
     out, start = [], 0
-    for width in allowed_widths(len(live), group.divisible):
+    for width in allowed_widths(len(live), group.round_to):
         block = order[start:len(live) - width]
         out.append((float(np.mean(score[block])), block))
         start = len(live) - width

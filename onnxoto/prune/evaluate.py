@@ -4,10 +4,11 @@ import numpy as np
 from ..train.data import LABELS
 
 
-def metric_kind(dataset, loss_kind):
+def metric_kind(dataset, loss):
+    """accuracy for integer class labels (unless the loss, a train.Loss, fits values), else mse."""
     if dataset is None:
         return None
-    if dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer) and loss_kind != "mse":
+    if dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer) and not (loss and loss.regression):
         return "accuracy"
     return "mse"
 

@@ -19,11 +19,12 @@ class TrainingStopped(OnnxotoError):
 
 def targets_for(batch, session, teacher):
     """What the loss compares the outputs with: the labels, the original model's outputs, or both."""
-    if session.loss.kind == "cross_entropy":
-        return batch[LABELS]
-    names = [i.name for i in teacher.get_inputs()]
-    outputs = teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
-    return [batch[LABELS], *outputs] if session.loss.kind == "cross_entropy+distill" else outputs
+    loss = session.loss.form
+    outputs = []
+    if loss.teacher:
+        names = [i.name for i in teacher.get_inputs()]
+        outputs = teacher.run(list(session.loss.outputs), {n: batch[n] for n in names})
+    return loss.targets(batch[LABELS] if loss.class_labels else None, outputs)
 
 
 def model_inputs(batch, session):
@@ -43,7 +44,7 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
     [step, loss, group sparsity] every few steps (TRACE_POINTS per run)."""
     comm = comm or Communicator()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
-    base_lr = options.learning_rate(session.loss.kind)
+    base_lr = options.learning_rate(session.loss.form)
     history = history if history is not None else []
     trace = trace if trace is not None else []
     stride = max(1, options.epochs * steps_per_epoch // TRACE_POINTS)

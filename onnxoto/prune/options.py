@@ -1,55 +1,67 @@
-"""Options of `onnxoto prune`, their defaults, and the combinations refused up front."""
+"""Options of `onnxoto prune`, declared once: each a field with its default and help (the CLI is made from
+them, cli.py), checked once when the options are made; overrides through `override`, so a typo raises."""
+import dataclasses
+import difflib
 from dataclasses import asdict, dataclass, field
 
 from ..errors import OptionError
-from ..optim.hesso import SCOPES
-from ..train.trainable import BATCHNORM_MODES
+from ..optim import DEFAULT_SALIENCY_SCOPE, SCOPES
+from ..train import BATCHNORM_MODES, LOSSES, loss_named
 
 OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
 BASES = ("sgd", "adamw")
-LOSSES = ("ce", "mse", "distill", "ce+distill")
-DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
-DISTILL_SGD_LR = 1e-3  # the MSE on raw outputs has larger gradients than cross-entropy: SGD at 0.01 diverges
-# cross-entropy's curvature vanishes on confident predictions, the KL term's does not: with it and BatchNorm
-# frozen, SGD diverged on the demo model at 0.01 and 0.005 (any weight from 0.2, any temperature from 1) and was
-# stable at 0.002. On batch statistics it trains at 0.005-0.04 (the demo uses 0.02): a model without
-# normalization has no such guard, so the default stays safe.
-CE_DISTILL_SGD_LR = 2e-3
+DEVICES = ("cpu", "cuda")
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}  # SGD's where the loss has no safer rate of its own (Loss.sgd_lr)
+
+
+def option(default, help, type=None, choices=None, show_default=True, cli=True):
+    """A field of PruneOptions with what its `--flag` needs: help, the click type, allowed values.
+    show_default=False where the help states a default that depends on other options."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices,
+                                            "show_default": show_default, "cli": cli})
 
 
 @dataclass
 class PruneOptions:
-    target_sparsity: float | None = 0.5  # fraction of ZIGs (channels) removed
-    target_flops: float | None = None  # fraction of FLOPs removed (instead of target_sparsity)
-    optimizer: str = "hesso"
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float | None = None  # default by base: sgd 0.01, adamw 1e-3
-    base: str = "sgd"
-    lr_decay: bool = True  # cosine decay to zero after the pruning phase
-    loss: str | None = None  # default from the labels: ce for classes, mse for floats, distill without labels
-    distill_weight: float = 1.0  # ce+distill: factor of the KL term
-    temperature: float = 4.0  # ce+distill: softmax temperature of the KL term
-    round_to: int = 1  # kept channels per group a multiple of this
-    device: str = "cpu"
-    seed: int = 0
-    erase: float = 0.0  # fraction of erasable branches (of an Add or a Concat) to remove whole
-    saliency_scope: str = "group"  # rank each channel against its own layer, or all globally (HESSO's, "global")
-    batchnorm: str | None = None  # "batch" or "frozen" statistics in training; None: batch in one process
-    verify_batches: int = 4
-    extra: dict = field(default_factory=dict)  # optimizer keyword arguments (start_pruning_step, ...)
+    target_sparsity: float | None = option(0.5, "Fraction of channels (ZIGs) to remove.", type=float)
+    target_flops: float | None = option(None, "Fraction of FLOPs to remove (instead of --target-sparsity).",
+                                        type=float, show_default=False)
+    optimizer: str = option("hesso", "hesso, hesso-cric (corrective cycles + loss sensitivity) or dhspg (OTOv2).",
+                            choices=OPTIMIZERS)
+    epochs: int = option(5, "Passes over the data.", type=int)
+    batch_size: int = option(64, "Rows per training step.", type=int)
+    lr: float | None = option(None, "Learning rate [sgd 0.01 (0.001 with distillation, 0.002 with ce+distill), "
+                                    "adamw 0.001].", type=float, show_default=False)
+    base: str = option("sgd", "Base optimizer whose direction HESSO follows.", choices=BASES)
+    lr_decay: bool = option(True, "Cosine decay to zero after the pruning phase.", cli=False)
+    loss: str | None = option(None, "Default: ce for integer labels, mse for float labels, distill without "
+                                    "labels. ce+distill: cross-entropy plus KL divergence from the original "
+                                    "model's softened outputs.", choices=tuple(LOSSES), show_default=False)
+    distill_weight: float = option(1.0, "ce+distill: factor of the KL term.", type=float)
+    temperature: float = option(4.0, "ce+distill: softmax temperature of the KL term.", type=float)
+    round_to: int = option(1, "Keep channel counts a multiple of K (below K, of K/2).", type=int)
+    device: str = option("cpu", "Where training runs.", choices=DEVICES)
+    seed: int = option(0, "Shuffling and everything random.", type=int)
+    erase: float = option(0.0, "Fraction of erasable branches (residual or Concat) to remove whole (OTOv3).",
+                          type=float)
+    saliency_scope: str = option(DEFAULT_SALIENCY_SCOPE, "global: rank all channels in one list; group: each "
+                                 "against the mean of its own layer.", choices=SCOPES)
+    batchnorm: str | None = option(None, "BatchNorm in training: batch statistics, running ones recalibrated "
+                                         "after (default in one process), or frozen running statistics (default "
+                                         "on several ranks).", choices=BATCHNORM_MODES, show_default=False)
+    verify_batches: int = option(4, "Batches of the training data the certificate runs on.", cli=False)
+    extra: dict = field(default_factory=dict, metadata={"cli": False})  # optimizer keyword arguments
+
+    def __post_init__(self):
+        self.validate()
 
     def validate(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-        if self.saliency_scope not in SCOPES:
-            raise OptionError(f"--saliency-scope {self.saliency_scope!r}: expected one of {', '.join(SCOPES)}")
-        if self.batchnorm is not None and self.batchnorm not in BATCHNORM_MODES:
-            raise OptionError(f"--batchnorm {self.batchnorm!r}: expected one of {', '.join(BATCHNORM_MODES)}")
-        if self.base not in BASES:
-            raise OptionError(f"--base {self.base!r}: expected one of {', '.join(BASES)}")
-        if self.loss is not None and self.loss not in LOSSES:
-            raise OptionError(f"--loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        """Refuse impossible values with one line naming the option; with --target-flops, the FLOPs
+        budget replaces the sparsity one."""
+        for f in dataclasses.fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise OptionError(f"{flag(f.name)} {value!r}: expected one of {', '.join(choices)}")
         if self.target_flops is not None:
             self.target_sparsity = None
             _fraction("--target-flops", self.target_flops)
@@ -59,8 +71,6 @@ class PruneOptions:
             raise OptionError("--epochs and --batch-size must be at least 1")
         if self.round_to < 1:
             raise OptionError("--round-to must be at least 1")
-        if self.device not in ("cpu", "cuda"):
-            raise OptionError(f"--device {self.device!r}: expected cpu or cuda")
         if not 0.0 <= self.erase < 1.0:
             raise OptionError(f"--erase must be a fraction in [0, 1), got {self.erase}")
         if self.distill_weight < 0 or self.temperature <= 0:
@@ -69,18 +79,18 @@ class PruneOptions:
             raise OptionError("--lr must be positive")
         return self
 
-    def learning_rate(self, loss_kind):
-        """--lr, or the default for the base optimizer and the loss."""
+    def learning_rate(self, loss):
+        """--lr, or the default for the base optimizer and the loss (a train.Loss)."""
         if self.lr is not None:
             return self.lr
-        if self.base == "sgd" and loss_kind in ("distill", "cross_entropy+distill"):
-            return DISTILL_SGD_LR if loss_kind == "distill" else CE_DISTILL_SGD_LR
+        if self.base == "sgd" and loss.sgd_lr is not None:
+            return loss.sgd_lr
         return DEFAULT_LR[self.base]
 
-    def resolved(self, loss_kind, ranks):
+    def resolved(self, loss, ranks):
         """The options as a run uses them (for its report): defaults filled in, no internals."""
         settings = {k: v for k, v in asdict(self).items() if k not in ("extra", "verify_batches")}
-        settings.update(lr=self.learning_rate(loss_kind), loss=loss_kind, batchnorm=self.batchnorm_mode(ranks),
+        settings.update(lr=self.learning_rate(loss), loss=loss.name, batchnorm=self.batchnorm_mode(ranks),
                         ranks=ranks)
         return settings
 
@@ -93,11 +103,26 @@ class PruneOptions:
         return self.batchnorm or ("batch" if ranks == 1 else "frozen")
 
     @property
-    def loss_kind(self):
-        return {"ce": "cross_entropy", "mse": "mse", "distill": "distill", "ce+distill": "cross_entropy+distill",
-                None: None}[self.loss]
+    def loss_choice(self):
+        """The loss --loss names (a train.Loss), or None: then the labels decide."""
+        return None if self.loss is None else loss_named(self.loss)
 
 
-def _fraction(flag, value):
+def override(options, **changes):
+    """A copy of `options` with `changes`, checked again; an unknown name raises (a typo is never ignored)."""
+    names = [f.name for f in dataclasses.fields(PruneOptions)]
+    for name in changes:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise OptionError(f"unknown prune option {name!r}{hint}")
+    return dataclasses.replace(options, **changes)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _fraction(flag_name, value):
     if value is None or not 0.0 < value < 1.0:
-        raise OptionError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
+        raise OptionError(f"{flag_name} must be between 0 and 1 (exclusive), got {value}")

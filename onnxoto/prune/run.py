@@ -23,7 +23,7 @@ from ..verify.certify import TOLERANCE, scale_floors
 from . import provenance
 from .evaluate import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
-from .options import PruneOptions
+from .options import PruneOptions, override
 from .zigs import in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
@@ -56,10 +56,7 @@ class PruneResult:
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
           **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
-    options = options or PruneOptions()
-    for key, value in overrides.items():
-        setattr(options, key, value)
-    options.validate()
+    options = override(options or PruneOptions(), **overrides)
     if options.device == "cuda":
         check_cuda()
     comm = comm or dist.communicator(options.device)  # one process: a no-op
@@ -71,12 +68,15 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     source, presharded = dist.source_for(data, comm)
     dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
     val_set = load_data(val, dense.proto) if val is not None else None
-    if options.loss_kind in ("cross_entropy", "cross_entropy+distill") and not (
+    choice = options.loss_choice
+    if choice is not None and choice.class_labels and not (
             dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
         raise OptionError(f"--loss {options.loss} needs integer class labels in {data}")
-    loss = loss_for(dense.proto, kind=options.loss_kind, labels=dataset.labels, temperature=options.temperature,
-                    weights=[options.distill_weight] if options.loss_kind == "cross_entropy+distill" else None)
-    metric = metric_kind(val_set, loss.kind)
+    # the KL term's factor: with cross-entropy beside it, the distillation weight
+    weights = [options.distill_weight] if choice is not None and choice.class_labels and choice.teacher else None
+    loss = loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
+                    weights=weights)
+    metric = metric_kind(val_set, loss.form)
     keep_work = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
     os.makedirs(workdir, exist_ok=True)
@@ -104,7 +104,7 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
             raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                              "please report this model")
         result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
-        result.settings = options.resolved(loss.kind, comm.size)
+        result.settings = options.resolved(loss.form, comm.size)
         result.trace, result.schedule = trace, _schedule(opt, shard, options)
         _save_atomically(provenance.stamp(pruned, model, result.settings, result.groups, diff), output)
         result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
@@ -144,7 +144,7 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
                          batchnorm=batchnorm) as session:
         export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
                                                                options.batch_size, batchnorm, batches)
-        lr = options.learning_rate(loss.kind)
+        lr = options.learning_rate(loss.form)
         base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
         kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
                       total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,

@@ -5,7 +5,7 @@ from ..groups import PRODUCER
 from ..optim import ZigGroup, ZigSlice
 
 
-def optimizer_groups(analysis, trainable, round_to=1):
+def optimizer_groups(analysis, trainable, round_to):
     """One ZigGroup per prunable group whose producer slices are all trainable parameters."""
     out = []
     trainable = set(trainable)
@@ -15,7 +15,7 @@ def optimizer_groups(analysis, trainable, round_to=1):
             continue  # a producer we cannot train to zero: the group stays dense
         slices = [ZigSlice(s.name, s.axis, np.ascontiguousarray(s.index, dtype=np.int64)) for s in producers]
         out.append(ZigGroup(id=g.id, num_zigs=g.num_zigs, slices=slices, flops_per_zig=g.flops_per_zig,
-                            params_per_zig=g.params_per_zig, divisible=round_to))
+                            params_per_zig=g.params_per_zig, round_to=round_to))
     return out
 
 

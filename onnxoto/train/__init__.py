@@ -1,9 +1,16 @@
-"""Training engine: trainable parameters, training artifacts, a session with in-place views, data, BN recalibration."""
-from onnxoto.train.artifacts import Artifacts, LossSpec, build_artifacts, loss_for
-from onnxoto.train.bn import check_recalibration, recalibrate_batchnorm
-from onnxoto.train.data import Dataset, load_data
-from onnxoto.train.session import TrainingSession
-from onnxoto.train.trainable import prepare_for_training, trainable_params
+"""Training engine: trainable parameters, training artifacts, a session with in-place views, data, BN recalibration.
 
-__all__ = ["Artifacts", "Dataset", "LossSpec", "TrainingSession", "build_artifacts", "load_data", "loss_for",
-           "prepare_for_training", "check_recalibration", "recalibrate_batchnorm", "trainable_params"]
+Names load their module when first used: the CLI reads the light `kinds` without onnxruntime."""
+from onnxoto.lazy import lazy_exports
+
+_EXPORTS = {
+    "Artifacts": "artifacts", "LossSpec": "artifacts", "build_artifacts": "artifacts", "loss_for": "artifacts",
+    "check_recalibration": "bn", "recalibrate_batchnorm": "bn",
+    "Dataset": "data", "load_data": "data",
+    "BATCHNORM_MODES": "kinds", "LOSSES": "kinds", "Loss": "kinds", "loss_from_labels": "kinds",
+    "loss_named": "kinds",
+    "TrainingSession": "session",
+    "prepare_for_training": "trainable", "trainable_params": "trainable",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 
 from onnxoto.errors import ModelError, OptionError
+from onnxoto.train.kinds import Loss, loss_from_labels, loss_named
 from onnxoto.train.trainable import prepare_for_training, trainable_params, unique_name
 
-LOSS_KINDS = ("cross_entropy", "mse", "distill", "cross_entropy+distill")
 DEFAULT_TEMPERATURE = 4.0  # of the distillation term mixed with cross-entropy (Hinton et al.)
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
@@ -29,11 +29,16 @@ _EXTERNAL_DATA_ABOVE = 1 << 30  # bytes; protobuf cannot serialize 2 GiB in one 
 class LossSpec:
     """Which loss, over which model outputs, against which new graph inputs (targets)."""
 
-    kind: str  # one of LOSS_KINDS
+    kind: str  # a Loss's name (train.kinds): plain data, the builder's child process reads it as JSON
     outputs: tuple[str, ...]
     targets: tuple[str, ...]  # target input names, one per output
     weights: tuple[float, ...]  # per-output factor of the MSE terms; of the KL term with cross-entropy
     temperature: float = DEFAULT_TEMPERATURE  # cross_entropy+distill: softmax temperature of the KL term
+
+    @property
+    def form(self) -> Loss:
+        """What the loss compares with (labels, the teacher's outputs)."""
+        return loss_named(self.kind)
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Artifacts:
     requires_grad: tuple[str, ...]
 
 
-def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray | None = None,
+def loss_for(model: onnx.ModelProto, kind: str | Loss | None = None, labels: np.ndarray | None = None,
              output: str | None = None, weights: list[float] | None = None,
              temperature: float = DEFAULT_TEMPERATURE) -> LossSpec:
     """The loss for `model`: from `kind` if given, else from the labels' dtype (integer: cross-entropy,
@@ -57,30 +62,25 @@ def loss_for(model: onnx.ModelProto, kind: str | None = None, labels: np.ndarray
 
     cross_entropy+distill: cross-entropy on the labels plus weights[0] times the KL divergence from the
     teacher's softened outputs (targets: the labels, then the teacher's logits)."""
-    if kind is None:
-        kind = "distill" if labels is None else "cross_entropy" if np.issubdtype(labels.dtype, np.integer) else "mse"
-    if kind not in LOSS_KINDS:
-        raise OptionError(f"unknown loss {kind!r}: expected one of {', '.join(LOSS_KINDS)}")
+    form = loss_from_labels(labels) if kind is None else kind if isinstance(kind, Loss) else loss_named(kind)
     graph_outputs = [o.name for o in model.graph.output]
     if output is not None and output not in graph_outputs:
         raise OptionError(f"model has no output {output!r} (outputs: {', '.join(graph_outputs)})")
-    outputs = graph_outputs if kind == "distill" else [output or graph_outputs[0]]
+    outputs = graph_outputs if form.all_outputs else [output or graph_outputs[0]]
     taken = {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
     taken |= {name for node in model.graph.node for name in node.output}
-    if kind == "cross_entropy":
+    targets = []
+    if form.class_labels:
         _check_logits(model, outputs[0])
-        targets = [unique_name("labels", taken)]
-    elif kind == "cross_entropy+distill":
-        _check_logits(model, outputs[0])
-        targets = [unique_name("labels", taken), unique_name(f"{outputs[0]}_teacher", taken)]
-    else:
-        targets = [unique_name("target" if kind == "mse" else f"{name}_teacher", taken) for name in outputs]
+        targets.append(unique_name("labels", taken))
+    if form.teacher:
+        targets += [unique_name("target" if form.regression else f"{name}_teacher", taken) for name in outputs]
     weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(outputs):
         raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")
     if temperature <= 0:
         raise OptionError(f"distillation temperature must be positive, got {temperature}")
-    return LossSpec(kind, tuple(outputs), tuple(targets), tuple(weights), float(temperature))
+    return LossSpec(form.name, tuple(outputs), tuple(targets), tuple(weights), float(temperature))
 
 
 def _check_logits(model: onnx.ModelProto, output: str) -> None:

@@ -5,6 +5,7 @@ from onnx import numpy_helper
 
 from onnxoto.graph.load import default_opset
 from onnxoto.train import ort
+from onnxoto.train.kinds import loss_named
 
 blocks = ort.onnxblock.blocks
 
@@ -27,10 +28,11 @@ class SpecLoss(ort.onnxblock.Block):
 
     def build(self, *graph_outputs):
         outputs, targets = self.spec["outputs"], self.spec["targets"]
-        if self.spec["kind"] == "cross_entropy":
-            return ort.onnxblock.loss.CrossEntropyLoss()(outputs[0], labels_name=targets[0])
-        if self.spec["kind"] == "cross_entropy+distill":
+        form = loss_named(self.spec["kind"])
+        if form.class_labels:
             ce = ort.onnxblock.loss.CrossEntropyLoss()(outputs[0], labels_name=targets[0])
+            if not form.teacher:
+                return ce
             self._add_free_input_like(outputs[0], targets[1])
             kl = self._softened_kl(outputs[0], targets[1], self.spec["temperature"])
             return blocks.Add()(ce, blocks.Mul()(kl, self._constant("weight", self.spec["weights"][0])))

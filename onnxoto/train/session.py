@@ -132,11 +132,11 @@ class TrainingSession:
         return [np.ascontiguousarray(named[name]) for name in self._feed_order]
 
     def _check_target_shapes(self, target, outputs: list[np.ndarray]) -> None:
-        if self.loss.kind == "cross_entropy":
+        if not self.loss.form.teacher:
             return  # SoftmaxCrossEntropyLoss checks the labels' shape itself
         by_name = dict(zip(self.output_names, outputs))
         targets = [target] if isinstance(target, np.ndarray) else list(target)
-        if self.loss.kind == "cross_entropy+distill":
+        if self.loss.form.class_labels:
             targets = targets[1:]  # after the labels: the teacher's outputs
         for name, array in zip(self.loss.outputs, targets):
             if array.shape != by_name[name].shape:
@@ -144,7 +144,7 @@ class TrainingSession:
 
     def _placeholder_targets(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         labels = []
-        if self.loss.kind in ("cross_entropy", "cross_entropy+distill"):
+        if self.loss.form.class_labels:
             labels = [np.zeros(len(inputs[self.input_names[0]]), np.int64)]
         # MSE and KL targets have free dims: an all-ones shape broadcasts against any output.
         return labels + [np.zeros((1,) * rank, np.float32) for rank in self._target_ranks[len(labels):]]

@@ -9,6 +9,7 @@ from onnxoto.errors import ModelError
 from onnxoto.graph.load import default_opset
 from onnxoto.graph.normalize import FLOAT_TYPES, infer_shapes
 from onnxoto.graph.operands import ALL, NON_DIFFERENTIABLE_INPUTS
+from onnxoto.train.kinds import BATCHNORM_MODES
 
 
 def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
@@ -47,11 +48,6 @@ def trainable_params(model: onnx.ModelProto) -> list[str]:
     return [init.name for init in graph.initializer if init.data_type in FLOAT_TYPES and init.name in live]
 
 
-# How BatchNormalization trains: "batch" normalizes by each batch's statistics, as the framework
-# trained it (onnxruntime's training graph turns BatchNormalization into BatchNormInternal; the running
-# statistics go stale and are recalibrated after training, train.bn); "frozen" is the affine op
-# x * s + t of inference mode over the stored running statistics, which then stay exact.
-BATCHNORM_MODES = ("batch", "frozen")
 
 
 def prepare_for_training(model: onnx.ModelProto, batchnorm: str = "frozen") -> onnx.ModelProto:
