@@ -73,8 +73,7 @@ def main():
 def analyze(model, json_path, html_path):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
-    from .report import analysis_json, analysis_text
-    from .report.analysis_html import analysis_html
+    from .report import analysis_html, analysis_json, analysis_text
     analysis = groups.analyze(graph.load(model))
     click.echo(analysis_text(analysis))
     if json_path:
@@ -109,7 +108,7 @@ def verify(model, subsets, seed, json_path):
 def prune_options(defaults=None, only=None):
     """The click options of PruneOptions' fields (their help, type, choices and default), `only` some of them
     with other `defaults` for a command that shares them (demo)."""
-    from .prune.options import PruneOptions, flag
+    from .prune import PruneOptions, flag
 
     def decorate(command):
         for f in reversed(dataclasses.fields(PruneOptions)):
@@ -139,7 +138,7 @@ def prune_options(defaults=None, only=None):
 def prune(model, data, val, output, report_dir, resume_dir, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**settings)
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
@@ -166,7 +165,7 @@ def demo(report_dir, output, **settings):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
     from the dense model), verify, compare."""
     from .prune import PruneOptions, prune as run_prune
-    from .report.prune import summary_text, write_report
+    from .report import summary_text, write_report
     options = PruneOptions(**{**DEMO, **settings})
     result = run_prune(os.path.join(DATA, "fmnist_resnet.onnx"), os.path.join(DATA, "fmnist_train.npz"), output,
                        val=os.path.join(DATA, "fmnist_test.npz"), options=options, workdir=report_dir,
@@ -188,10 +187,9 @@ def demo(report_dir, output, **settings):
 def bench(dense, pruned, data, batch, repeats, json_path):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""
     from . import graph
-    from .prune.evaluate import evaluate, metric_kind, session_model
-    from .report.measure import profile, session
-    from .report.prune import comparison_rows
-    from .report.table import format_table
+    from .prune import evaluate, metric_kind, session_model
+    from .graph import session
+    from .report import comparison_rows, format_table, profile
     from .train import load_data
     result = {"dense": profile(dense, batch=batch, repeats=repeats), "pruned": profile(pruned, batch=batch, repeats=repeats)}
     kind = None

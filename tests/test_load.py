@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 from edge_helpers import Net, analyze_proto, run
 from onnxoto.errors import ModelError
 from onnxoto.graph import from_proto, load
-from onnxoto import groups, verify
+from onnxoto import graph, groups, verify
 from onnxoto.groups import analyze
 from onnxoto.surgery import cut
 
@@ -282,4 +282,4 @@ def test_tensors_a_subgraph_reads_stay_alive_and_pinned():
     keep["conv1.weight:0"][:4] = False
     cut_proto = cut(analysis.model, analysis.groups, keep)
     assert "conv2" in {n.name for n in cut_proto.graph.node}
-    assert verify.run(cut_proto, feeds)[0].shape == (2, 4, 8, 8)
+    assert graph.run(cut_proto, feeds)[0].shape == (2, 4, 8, 8)

@@ -6,6 +6,7 @@ zeroing its producer slices for random ZIGs makes the channels zero wherever the
 import os
 
 import numpy as np
+import onnx
 import pytest
 
 from edge_helpers import FLOAT, INT64, Net, analyze_checked, analyze_proto, between_convs, check_zero_invariance, \
@@ -631,3 +632,138 @@ def test_zero_invariance_check_catches_a_missing_producer():
     broken = dataclasses.replace(g, slices=[s for s in g.slices if s.name != "pre.bias"])
     with pytest.raises(AssertionError, match="consumes non-zero channels"):
         check_group(a, broken, np.array([0, 3]))
+
+
+# --- the rest of the operator table (onnxoto.ops.SPECS): each op in a small graph ---------------------------
+
+@pytest.mark.parametrize("op, make", [
+    ("Selu", lambda n, h: n.op("Selu", [h])),
+    ("Celu", lambda n, h: n.op("Celu", [h])),
+    ("Mish", lambda n, h: n.op("Mish", [h])),
+    ("Sign", lambda n, h: n.op("Sign", [h])),
+    ("Sin", lambda n, h: n.op("Sin", [h])),
+    ("Floor", lambda n, h: n.op("Floor", [h])),
+    ("Ceil", lambda n, h: n.op("Ceil", [h])),
+    ("Round", lambda n, h: n.op("Round", [h])),
+    ("Sqrt", lambda n, h: n.op("Sqrt", [n.op("Abs", [h])])),
+    ("Softsign", lambda n, h: n.op("Softsign", [h])),
+    ("ThresholdedRelu", lambda n, h: n.op("ThresholdedRelu", [h], alpha=0.1)),
+    ("Atan", lambda n, h: n.op("Atan", [h])),
+    ("Asin", lambda n, h: n.op("Asin", [n.op("Tanh", [h])])),
+    ("Sinh", lambda n, h: n.op("Sinh", [h])),
+    ("Tan", lambda n, h: n.op("Tan", [n.op("Tanh", [h])])),
+    ("Asinh", lambda n, h: n.op("Asinh", [h])),
+    ("Atanh", lambda n, h: n.op("Atanh", [n.op("Mul", [n.op("Tanh", [h]), n.const("half", np.float32(0.5))])])),
+    ("Pow", lambda n, h: n.op("Pow", [h, n.const("two", np.float32(2.0))])),
+    ("Max", lambda n, h: n.op("Max", [h, n.const("zero", np.float32(0.0))])),
+    ("Min", lambda n, h: n.op("Min", [h, n.const("six", np.float32(6.0))])),
+])
+def test_more_zero_preserving_ops_pass_channels(op, make):
+    assert_prunable(pre_group(between_convs(make, opset=18 if op == "Mish" else 17)), 8)
+
+
+@pytest.mark.parametrize("op, make", [
+    ("Log", lambda n, h: n.op("Log", [n.op("Abs", [h])])),
+    ("Reciprocal", lambda n, h: n.op("Reciprocal", [h])),
+    ("Cosh", lambda n, h: n.op("Cosh", [h])),
+    ("Acos", lambda n, h: n.op("Acos", [n.op("Tanh", [h])])),
+    ("Acosh", lambda n, h: n.op("Acosh", [n.op("Add", [n.op("Abs", [h]), n.const("one", np.float32(1.0))])])),
+    ("Pow", lambda n, h: n.op("Pow", [h, n.const("zero", np.float32(0.0))])),  # 0^0 = 1
+    ("Max", lambda n, h: n.op("Max", [h, n.const("half", np.float32(0.5))])),
+    ("Min", lambda n, h: n.op("Min", [h, n.const("minus", np.float32(-1.0))])),
+])
+def test_more_ops_that_make_zeros_non_zero_block_pruning(op, make):
+    assert_unprunable(pre_group(between_convs(make)), "not exactly zero")
+
+
+def test_mean_of_two_branches_couples_both():
+    a = analyze_checked(between_convs(_two_convs_into("Mean")))
+    assert group_of(a, "side.weight", 0) is group_of(a, "pre.weight", 0)
+    assert_prunable(group_of(a, "pre.weight", 0), 8)
+
+
+def test_where_with_a_negated_mask_couples_both_branches():
+    """Where(Not(mask), a, b): the condition (bool, no channels) selects; a channel is zero where both are."""
+    def middle(n, h):
+        mask = n.input("mask", shape=("N", 1, 8, 8), dtype=onnx.TensorProto.BOOL)
+        return n.op("Where", [n.op("Not", [mask]), h, n.conv("x", 3, 8, name="side")])
+
+    a = analyze_checked(between_convs(middle))
+    assert group_of(a, "side.weight", 0) is group_of(a, "pre.weight", 0)
+    assert_prunable(group_of(a, "pre.weight", 0), 8)
+
+
+def test_conv_without_bias_couples_its_weight_alone():
+    n = Net()
+    h = n.op("Conv", [n.input(shape=("N", 3, 8, 8)), n.weight("pre.weight", (8, 3, 3, 3))], name="pre",
+             kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    n.op("Conv", [n.op("Relu", [h]), n.weight("post.weight", (4, 8, 1, 1))], outputs=["y"], kernel_shape=[1, 1])
+    g = pre_group(n.model("y"))
+    assert_prunable(g, 8)
+    assert roles(g) == {("pre.weight", 0): "producer", ("post.weight", 1): "consumer"}
+
+
+def test_lrn_normalizes_channels_together():
+    g = pre_group(between_convs(lambda n, h: n.op("LRN", [h], size=3)), run_check=False)
+    assert_unprunable(g, "normalized together by LRN")
+
+
+def test_log_softmax_over_channels_is_a_normalization():
+    g = pre_group(between_convs(lambda n, h: n.op("LogSoftmax", [h], axis=1)), run_check=False)
+    assert_unprunable(g, "normalized over by LogSoftmax")
+
+
+@pytest.mark.parametrize("op, attrs", [("LpPool", {"kernel_shape": [2, 2], "strides": [2, 2], "p": 2}),
+                                       ("GlobalLpPool", {"p": 2})])
+def test_lp_pooling_keeps_channels(op, attrs):
+    assert_prunable(pre_group(between_convs(_unary(op, **attrs))), 8)
+
+
+@pytest.mark.parametrize("op", ["ReduceL1", "ReduceL2", "ReduceSumSquare"])
+def test_sum_like_reductions_over_channels_are_prunable(op):
+    g = pre_group(between_convs(lambda n, h: n.op(op, [h], axes=[1], keepdims=1), c_out=1))
+    assert_prunable(g, 8)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin", "ReduceProd"])
+def test_reductions_over_space_keep_channels(op):
+    assert_prunable(pre_group(between_convs(lambda n, h: n.op(op, [h], axes=[2, 3], keepdims=1))), 8)
+
+
+@pytest.mark.parametrize("op", ["ReduceLogSumExp", "ReduceLogSum"])
+def test_log_reductions_of_zeros_are_not_zero(op):
+    """log-sum-exp of a zero channel is log(H*W), log-sum of it is -inf: zeros do not survive."""
+    def middle(n, h):
+        return n.op(op, [n.op("Abs", [h])], axes=[2, 3], keepdims=1)
+
+    assert_unprunable(pre_group(between_convs(middle)), "not exactly zero")
+
+
+def test_upsample_keeps_channels():
+    def middle(n, h):
+        return n.op("Upsample", [h, n.const("scales", np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+
+    assert_prunable(pre_group(between_convs(middle, opset=9)), 8)
+
+
+def test_expand_and_tile_keep_channels():
+    def middle(n, h):
+        pooled = n.op("GlobalAveragePool", [h])  # (N, 8, 1, 1)
+        wide = n.op("Expand", [pooled, n.ints("shape", [1, 1, 4, 4])])  # (N, 8, 4, 4)
+        return n.op("Tile", [wide, n.ints("repeats", [1, 1, 2, 2])])  # (N, 8, 8, 8)
+
+    assert_prunable(pre_group(between_convs(middle)), 8)
+
+
+def test_shape_arithmetic_couples_nothing():
+    """ConstantOfShape(Shape(h)) ones scale h; Size, Range and NonZero make an integer output: none of
+    them pins the channels."""
+    n = Net()
+    h = n.conv(n.input(shape=("N", 3, 8, 8)), 3, 8, name="pre")
+    ones = n.op("ConstantOfShape", [n.op("Shape", [h])], value=onnx.helper.make_tensor("one", FLOAT, [1], [1.0]))
+    h = n.op("Mul", [h, ones])
+    n.op("Conv", [h, n.weight("post.weight", (4, 8, 1, 1))], outputs=["y"], kernel_shape=[1, 1])
+    count = n.op("NonZero", [n.op("Range", [n.ints("start", 0), n.op("Size", [h]), n.ints("step", 1)])])
+    proto = n.model("y")
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(count, INT64, None))
+    assert_prunable(pre_group(proto), 8)

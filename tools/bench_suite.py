@@ -192,7 +192,7 @@ def _median_latencies(sessions, feeds, repeats):
 
 
 def part_deploy(args, runs, log):
-    from onnxoto.report.measure import session
+    from onnxoto.graph import session
     test = np.load(os.path.join(DATA, "fmnist_test.npz"))
     out = []
     for model in sorted({r["model"] for r in runs}):

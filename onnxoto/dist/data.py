@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from ..errors import OptionError
-from ..train.data import LABELS, Dataset
+from ..train import LABELS, Dataset
 
 
 def shard(dataset, comm, batch_size, presharded=False):

@@ -1,11 +1,16 @@
 """Stage 1: load and normalize an ONNX model (DESIGN.md §2.1)."""
 import os
 
-from .load import bring_versions_in_range, check_domains, read_model
+from .load import bring_versions_in_range, check_domains, default_opset, read_model
 from .model import Model
-from .normalize import infer_shapes, normalize
+from .normalize import drop_unused_initializers, infer_shapes, normalize
+from .operands import node_reads
+from .view import (dims, display_name, fresh_name, producers, readers, run, session, static_dims, taken_names,
+                   with_initializers, with_outputs)
 
-__all__ = ["Model", "load", "from_proto"]
+__all__ = ["Model", "default_opset", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto",
+           "infer_shapes", "load", "node_reads", "producers", "readers", "run", "session", "static_dims", "taken_names",
+           "with_initializers", "with_outputs"]
 
 
 def load(path, strict=False):

@@ -3,7 +3,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .normalize import FLOAT_TYPES
+from ..ops import FLOAT_TYPES
+from .view import dims
 
 
 @dataclass
@@ -27,10 +28,10 @@ class Model:
         graph = self.proto.graph
         self.shapes, self.dtypes = {}, {}
         for info in list(graph.input) + list(graph.value_info) + list(graph.output):
-            tensor = info.type.tensor_type
-            self.dtypes[info.name] = tensor.elem_type
-            if tensor.HasField("shape"):
-                self.shapes[info.name] = tuple(_dim_value(d) for d in tensor.shape.dim)
+            self.dtypes[info.name] = info.type.tensor_type.elem_type
+            shape = dims(info)
+            if shape is not None:
+                self.shapes[info.name] = shape
             else:
                 self.shapes.setdefault(info.name, None)
         self.initializers = {t.name: t for t in graph.initializer}
@@ -57,10 +58,3 @@ class Model:
     def output_names(self):
         return [o.name for o in self.graph.output]
 
-
-def _dim_value(dim):
-    if dim.HasField("dim_value"):
-        return dim.dim_value
-    if dim.HasField("dim_param"):
-        return dim.dim_param
-    return None

@@ -6,9 +6,10 @@ import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
 from ..errors import ModelError
+from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
+from .view import dims
 
-PASS_THROUGH_OPS = {"Identity", "Dropout"}
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
 
 
@@ -40,9 +41,7 @@ def _negative_dims_to_symbols(graph):
 def _name_reshape_outputs(model):
     """Give Reshape outputs that inference left as fresh symbols (a -1, a run-time target) their size."""
     info = {v.name: v for v in model.graph.value_info}
-    shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                            for d in v.type.tensor_type.shape.dim)
-              for v in list(model.graph.input) + list(model.graph.value_info)}
+    shapes = {v.name: dims(v) or () for v in list(model.graph.input) + list(model.graph.value_info)}
     changed = False
     for node in model.graph.node:
         if node.op_type != "Reshape" or node.output[0] not in info or node.input[0] not in shapes:
@@ -104,28 +103,13 @@ def _skeleton(model):
     return skeleton
 
 
-def resolve_fresh_symbol(src, dst):
-    """A dim inference could not name (a -1 or a run-time target) is the product it must be."""
-    def solve(known, other):
-        fresh = [k for k, d in enumerate(other) if isinstance(d, str) and d not in known]
-        if len(fresh) != 1 or any(isinstance(d, str) and d not in other for d in known) or None in known:
-            return other
-        total = int(np.prod([d for d in known if isinstance(d, int)]))
-        rest = int(np.prod([d for k, d in enumerate(other) if isinstance(d, int)]))
-        if rest == 0 or total % rest:
-            return other
-        return tuple(total // rest if k == fresh[0] else d for k, d in enumerate(other))
-    if src is None or dst is None or None in dst:
-        return src, dst
-    return src, solve(src, dst)
-
-
 def _drop_pass_through(graph):
     """Bypass Identity and inference-mode Dropout; an Identity that names a graph output stays."""
     outputs = {o.name for o in graph.output}
     rename, keep = {}, []
     for node in graph.node:
-        if node.op_type in PASS_THROUGH_OPS and node.output[0] not in outputs and node.domain in ("", "ai.onnx"):
+        spec = spec_of(node)
+        if spec is not None and spec.pass_through and node.output[0] not in outputs:
             if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
                 keep.append(node)  # its mask is used
                 continue
@@ -196,7 +180,8 @@ def _has_foldable_nodes(graph):
     """Whether some node computes from constants only, or reads a shape."""
     constant = {t.name for t in graph.initializer}
     for node in graph.node:
-        if node.op_type in ("Shape", "Size") or (node.input and all(i in constant or not i for i in node.input)):
+        reads_shape = spec_of(node) is not None and spec_of(node).shape_only
+        if reads_shape or (node.input and all(i in constant or not i for i in node.input)):
             return True
         if node.op_type == "Constant":
             constant.update(node.output)
@@ -240,6 +225,3 @@ def _unshare_uniform_initializers(graph):
             copy = numpy_helper.from_array(array, f"{init.name}__{k}")
             graph.initializer.append(copy)
             node.input[i] = copy.name
-
-
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}

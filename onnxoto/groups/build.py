@@ -1,10 +1,10 @@
 """From a normalized model to its groups: apply the rules, solve the couplings, check zero-invariance."""
 import numpy as np
 
-from .context import ADD, MUL, SENTINEL, NodeContext, Record
+from ..ops import ADD, MUL, spec_of
+from .context import SENTINEL, NodeContext, Record
 from .dims import DimSpace
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
-from .rules import RULES
 
 SINGLE_CHANNEL = "a single channel: cutting it would remove the operator (see erasing)"
 
@@ -14,12 +14,12 @@ def couple(model):
     space, record = DimSpace(), Record()
     for node in model.graph.node:
         ctx = NodeContext(node, model, space, record)
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if rule is None:
+        spec = spec_of(node)
+        if spec is None or spec.couple is None:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             ctx.pin_all(f"no rule for {domain}{node.op_type}")
         else:
-            rule(ctx)
+            spec.couple(ctx)
     for name in model.input_names:
         _pin_tensor(model, space, name, f"reaches graph input '{name}'")
     for name in model.output_names:

@@ -1,10 +1,9 @@
 """What a rule sees of one node, and the calls it makes to couple axes, pin them and state zero behaviour."""
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from ..graph.operands import node_reads
-
-MUL, ADD = "mul", "add"  # zero-source roles: MUL zero makes the output zero; every ADD source must be zero
+from ..graph import display_name, node_reads
+from ..ops import ADD, MUL, attribute
 SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
 
 
@@ -23,14 +22,11 @@ class NodeContext:
     def __init__(self, node, model, space, record):
         self.node, self.model, self.space, self.record = node, model, space, record
         self.op = node.op_type
-        self.label = f"{node.op_type} '{node.name or node.output[0]}'"
+        self.label = f"{node.op_type} '{display_name(node)}'"
 
     # --- reading the node ---
     def attr(self, name, default=None):
-        for a in self.node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
+        return attribute(self.node, name, default)
 
     def input(self, i):
         return self.node.input[i] if i < len(self.node.input) and self.node.input[i] else None

@@ -2,7 +2,7 @@
 
 A unit is the set of nodes that feed one input of a join (an Add or a Concat) and nothing else,
 back to the point where that input branches off the others.
-- Add: with every parameter of the unit zero its output must be exactly zero (the ZERO table),
+- Add: with every parameter of the unit zero its output must be exactly zero (the ops' zero facet),
   so the Add becomes a pass-through of the other input.
 - Concat: the branch's output is a segment of channels; the unit also owns what makes those
   channels exactly zero downstream (a BatchNorm after the Concat, say), taken from the channel
@@ -12,52 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph.operands import is_value_input, node_reads
+from onnx import numpy_helper
+
+from ..graph import display_name, node_reads, producers, readers
+from ..ops import attribute, is_value_input, spec_of
 from .build import SINGLE_CHANNEL
-from .cost import attribute, model_cost, node_flops
+from .cost import model_cost, node_flops
 from .group import ParamSlice, PRODUCER
 from .masks import reduced_shapes
-
-
-def _all(node, z):
-    return all(z(i) for i in node.input if i)
-
-
-def _any(node, z):
-    return any(z(i) for i in node.input if i)
-
-
-def _first(node, z):
-    return z(node.input[0])
-
-
-def _affine(product_inputs, bias_inputs):
-    """Zero when a product operand is zero and every bias is zero (or absent)."""
-    def rule(node, z):
-        products = [node.input[i] for i in product_inputs if i < len(node.input) and node.input[i]]
-        biases = [node.input[i] for i in bias_inputs if i < len(node.input) and node.input[i]]
-        return any(z(p) for p in products) and all(z(b) for b in biases)
-    return rule
-
-
-# Is the output all zero, given which inputs are all zero? One entry per op type; absent = not zero.
-ZERO = {
-    **dict.fromkeys(["Relu", "LeakyRelu", "Elu", "Selu", "Tanh", "Erf", "Gelu", "HardSwish", "Abs", "Neg",
-                     "Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-                     "ReduceSum", "ReduceMax", "Resize", "Slice", "Split", "Pad", "Expand", "Tile",
-                     "Cast", "Sqrt", "Clip", "Mish", "Softsign"], _first),
-    **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean", "Concat"], _all),
-    "Mul": _any,
-    "Div": _first,
-    "MatMul": _any,
-    "Conv": _affine([0, 1], [2]),
-    "ConvTranspose": _affine([0, 1], [2]),
-    "Gemm": _affine([0, 1], [2]),
-    "BatchNormalization": _affine([1], [2]),
-    "InstanceNormalization": _affine([1], [2]),
-    "LayerNormalization": _affine([1], [2]),
-}
 
 
 @dataclass
@@ -109,12 +71,9 @@ class _Graph:
 
     def __init__(self, model):
         self.nodes = list(model.graph.node)
-        self.producer = {o: n for n in self.nodes for o in n.output}
-        self.readers = {}
-        for n in self.nodes:
-            for i in node_reads(n):
-                self.readers.setdefault(i, []).append(n)
-        self.by_name = {_name(n): n for n in self.nodes}
+        self.producer = producers(model.graph)
+        self.readers = readers(model.graph)
+        self.by_name = {display_name(n): n for n in self.nodes}
         self.outputs = set(model.output_names)
 
     def ancestors(self, tensor):
@@ -122,37 +81,33 @@ class _Graph:
         seen, stack = set(), [tensor]
         while stack:
             node = self.producer.get(stack.pop())
-            if node is None or _name(node) in seen:
+            if node is None or display_name(node) in seen:
                 continue
-            seen.add(_name(node))
+            seen.add(display_name(node))
             stack.extend(node_reads(node))
         return seen
-
-
-def _name(node):
-    return node.name or node.output[0]
 
 
 def _branch(out, others, join, graph, model):
     """The nodes `out` depends on and none of `others` does, if nothing outside reads them."""
     own = graph.ancestors(out) - set().union(*(graph.ancestors(o) for o in others))
     # shape arithmetic (integer outputs) may be shared with other layers; dead-node cleanup removes it
-    own = {_name(n) for n in graph.nodes if _name(n) in own and any(model.is_float(o) for o in n.output)}
-    members = [n for n in graph.nodes if _name(n) in own]
-    allowed = own | {_name(join)}
+    own = {display_name(n) for n in graph.nodes if display_name(n) in own and any(model.is_float(o) for o in n.output)}
+    members = [n for n in graph.nodes if display_name(n) in own]
+    allowed = own | {display_name(join)}
     for m in members:
         outside = [r for o in m.output for r in graph.readers.get(o, [])
-                   if _name(r) not in allowed and any(model.is_float(t) for t in r.output)]
+                   if display_name(r) not in allowed and any(model.is_float(t) for t in r.output)]
         if set(m.output) & graph.outputs or outside:
             return None  # something outside the branch reads it: not a separable branch
     params = sorted({i for m in members for k, i in enumerate(m.input)
-                     if _is_weight(i, model) and is_value_input(m.op_type, k)})  # not Resize's scales
+                     if _is_weight(i, model) and is_value_input(m, k)})  # not Resize's scales
     if not members or not params or graph.producer.get(out) not in members:
         return None
-    if any(_name(r) not in own for p in params for r in graph.readers.get(p, [])):
+    if any(display_name(r) not in own for p in params for r in graph.readers.get(p, [])):
         return None  # a parameter also read outside the branch (tied)
-    return ErasableUnit(id="", kind="", join=_name(join), output=out,
-                        nodes=[_name(m) for m in members], params=params)
+    return ErasableUnit(id="", kind="", join=display_name(join), output=out,
+                        nodes=[display_name(m) for m in members], params=params)
 
 
 def _is_weight(name, model):
@@ -161,14 +116,19 @@ def _is_weight(name, model):
 
 
 def _zero_when_params_zero(unit, model):
-    """Follow zeros from the unit's parameters to its output with the ZERO table."""
+    """Follow zeros from the unit's parameters to its output with each op's zero facet."""
     zero = set(unit.params)
     members = set(unit.nodes)
+
+    def const(name):
+        init = model.initializers.get(name) if name else None
+        return None if init is None else numpy_helper.to_array(init)
+
     for node in model.graph.node:
-        if _name(node) not in members:
+        if display_name(node) not in members:
             continue
-        rule = ZERO.get(node.op_type)
-        if rule is not None and rule(node, lambda t: t in zero):
+        spec = spec_of(node)
+        if spec is not None and spec.zero is not None and spec.zero(node, lambda t: t in zero, const):
             zero.update(node.output)
     return unit.output in zero
 
@@ -187,7 +147,7 @@ def _attach_segment(unit, join, k, graph, model, groups):
     start = sum(sizes[:k])
     stop = start + sizes[k]
     inside = {o for n in unit.nodes for o in graph.by_name[n].output} | set(unit.params)
-    upstream = graph.ancestors(join.output[0]) - set(unit.nodes) - {_name(join)}
+    upstream = graph.ancestors(join.output[0]) - set(unit.nodes) - {display_name(join)}
     touched_upstream = {t for n in upstream for t in [*graph.by_name[n].input, *graph.by_name[n].output]}
     touched_upstream |= set(model.input_names)
     covered, zero, removed = [], {}, {}
@@ -225,7 +185,7 @@ def _count_cost(unit, graph, model):
     join = graph.by_name[unit.join]
     members = set(unit.nodes)
     owned = {i for n in unit.nodes for i in graph.by_name[n].input  # weights, and scalars no one else reads
-             if model.is_param(i) and all(_name(r) in members for r in graph.readers[i])}
+             if model.is_param(i) and all(display_name(r) in members for r in graph.readers[i])}
     unit.param_count = int(sum(np.prod(model.shapes[p]) for p in owned))
     unit.flops = int(sum(node_flops(graph.by_name[n], model.shapes, model.is_float) for n in unit.nodes))
     if unit.kind == "add":

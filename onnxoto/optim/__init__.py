@@ -10,4 +10,5 @@ from .groups import ZigGroup, ZigSlice
 from .hesso import DEFAULT_SALIENCY_SCOPE, SCOPES, Hesso
 from .schedule import Schedule, default_schedule
 
-__all__ = ["DEFAULT_SALIENCY_SCOPE", "SCOPES", "SGD", "AdamW", "Hesso", "HessoCric", "Dhspg", "ZigGroup", "ZigSlice", "Schedule", "default_schedule"]
+__all__ = ["DEFAULT_SALIENCY_SCOPE", "SCOPES", "SGD", "AdamW", "Hesso", "HessoCric", "Dhspg", "ZigGroup", "ZigSlice",
+           "Schedule", "default_schedule"]

@@ -8,7 +8,8 @@ import types
 
 from ..lazy import lazy_exports
 
-_EXPORTS = {"PruneOptions": "options", "override": "options", "PruneResult": "run", "prune": "run"}
+_EXPORTS = {"PruneOptions": "options", "flag": "options", "override": "options", "PruneResult": "run", "prune": "run",
+            "evaluate": "metric", "metric_kind": "metric", "session_model": "metric"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 

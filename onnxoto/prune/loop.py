@@ -7,7 +7,7 @@ import numpy as np
 from .. import progress
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
-from ..train.data import LABELS
+from ..train import LABELS
 
 CHECKPOINT = "checkpoint.npz"
 TRACE_POINTS = 1000  # about this many (step, loss, group sparsity) points per run, for the report's curve

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import OptionError
 from ..optim import DEFAULT_SALIENCY_SCOPE, SCOPES
-from ..train import BATCHNORM_MODES, LOSSES, loss_named
+from ..train import BATCHNORM_MODES, DEFAULT_TEMPERATURE, LOSSES, loss_named
 
 OPTIMIZERS = ("hesso", "hesso-cric", "dhspg")
 BASES = ("sgd", "adamw")
@@ -38,7 +38,7 @@ class PruneOptions:
                                     "labels. ce+distill: cross-entropy plus KL divergence from the original "
                                     "model's softened outputs.", choices=tuple(LOSSES), show_default=False)
     distill_weight: float = option(1.0, "ce+distill: factor of the KL term.", type=float)
-    temperature: float = option(4.0, "ce+distill: softmax temperature of the KL term.", type=float)
+    temperature: float = option(DEFAULT_TEMPERATURE, "ce+distill: softmax temperature of the KL term.", type=float)
     round_to: int = option(1, "Keep channel counts a multiple of K (below K, of K/2).", type=int)
     device: str = option("cpu", "Where training runs.", choices=DEVICES)
     seed: int = option(0, "Shuffling and everything random.", type=int)

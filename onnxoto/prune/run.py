@@ -1,4 +1,5 @@
 """`onnxoto prune` end to end: load, analyze, train with a sparse optimizer, cut, certify, save."""
+import functools
 import os
 import shutil
 import tempfile
@@ -6,22 +7,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .. import dist, graph, groups, progress
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
-from ..report.measure import profile, session as measure_session
+from ..report import profile
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
-from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
-                     recalibrate_batchnorm, trainable_params)
-from ..train.device import check_cuda
-from ..train.forms import to_trainable
-from ..verify import relative_difference, run as run_model
-from ..verify.certify import TOLERANCE, scale_floors
+from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
+                     recalibrate_batchnorm, to_trainable, trainable_params)
+from ..verify import TOLERANCE, relative_difference, scale_floors
 from . import provenance
-from .evaluate import evaluate, metric_kind, session_model, training_model
+from .metric import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train
 from .options import PruneOptions, override
 from .zigs import in_training_layout, optimizer_groups, unit_groups
@@ -53,6 +50,24 @@ class PruneResult:
     schedule: dict = field(default_factory=dict)  # the pruning phase in steps: start, end, periods, total
 
 
+@dataclass
+class Job:
+    """What every step of one run reads: the inputs loaded and checked, the options, the ranks."""
+    model: str  # the dense model's path
+    output: str
+    dense: object  # graph.Model
+    analysis: object  # groups.Analysis
+    dataset: object  # all of the training data: rank 0 certifies and times on it
+    shard: object  # this rank's part of each batch (all of it in one process)
+    val: object  # validation Dataset or None
+    loss: object  # train.LossSpec
+    metric: str | None
+    teacher: object  # an inference session of the dense model
+    options: PruneOptions
+    comm: object
+    log: object
+
+
 def prune(model, data, output=None, val=None, options=None, workdir=None, resume=False, log=print, comm=None,
           **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
@@ -60,71 +75,86 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
     if options.device == "cuda":
         check_cuda()
     comm = comm or dist.communicator(options.device)  # one process: a no-op
-    log = log if comm.is_root else (lambda line: None)
-    output = output or _default_output(model)
+    job = _load(model, data, output or _default_output(model), val, options, comm,
+                log if comm.is_root else (lambda line: None))
+    keep_work = workdir is not None
+    workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        trained, masks, history, curve = _train(job, workdir, resume)
+        if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
+            result = _result(job, masks, history, float("nan"), curve)
+            result.is_root = False
+            return result
+        erased = _erased(job.analysis, masks)
+        pruned, diff = _cut_and_certify(job, trained, masks, erased)
+        result = _result(job, masks, history, diff, curve)
+        _save_atomically(provenance.stamp(pruned, job.model, result.settings, result.groups, diff), job.output)
+        return _measured(result, job, pruned, erased)
+    finally:
+        if not keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _load(model, data, output, val, options, comm, log):
+    """Everything the run reads, loaded and checked before any work: model, groups, data, loss."""
     _check_output(output)
     dense = graph.load(model, strict=True)
     analysis = groups.analyze(dense)
     source, presharded = dist.source_for(data, comm)
-    dataset = load_data(source, dense.proto)  # after training, rank 0 verifies and times on all of it
+    dataset = load_data(source, dense.proto)
     val_set = load_data(val, dense.proto) if val is not None else None
+    loss = _loss(dense, dataset, options, data)
+    return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
+               shard=dist.shard(dataset, comm, options.batch_size, presharded), val=val_set, loss=loss,
+               metric=metric_kind(val_set, loss.form), teacher=graph.session(dense.proto), options=options,
+               comm=comm, log=log)
+
+
+def _loss(dense, dataset, options, data):
+    """The loss --loss names, or the one the labels imply; refused when the data cannot feed it."""
     choice = options.loss_choice
     if choice is not None and choice.class_labels and not (
             dataset.has_labels and np.issubdtype(dataset.labels.dtype, np.integer)):
         raise OptionError(f"--loss {options.loss} needs integer class labels in {data}")
     # the KL term's factor: with cross-entropy beside it, the distillation weight
     weights = [options.distill_weight] if choice is not None and choice.class_labels and choice.teacher else None
-    loss = loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
+    return loss_for(dense.proto, kind=choice, labels=dataset.labels, temperature=options.temperature,
                     weights=weights)
-    metric = metric_kind(val_set, loss.form)
-    keep_work = workdir is not None
-    workdir = workdir or tempfile.mkdtemp(prefix="onnxoto-prune-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        teacher = measure_session(dense.proto)
-        shard = dist.shard(dataset, comm, options.batch_size, presharded)  # this rank's part of each batch
-        trace = []
-        trained, opt, history = _train(dense, analysis, shard, loss, options, workdir, teacher, resume, log, comm,
-                                       val_set, metric, trace)
-        masks = opt.keep_masks()
-        keep = _complete_keep(analysis, masks)
-        if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
-            result = _result(model, output, dense, analysis, masks, options, history, float("nan"), metric)
-            result.is_root = False
-            return result
-        erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
-        # a branch inside another erased branch goes with it: the outer one is reported
-        erased = [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
-        trained_model = graph.Model.from_proto(trained, dense.name)
-        pruned = cut(trained_model, analysis.groups, keep, erased)
-        # the certificate compares with the trained model itself: this also proves its zeros are exact
-        floors = scale_floors(trained_model, trained_model.output_names)
-        diff = _verify_on_data(trained, pruned, dataset, options, floors)
-        if diff > TOLERANCE:
-            raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
-                             "please report this model")
-        result = _result(model, output, dense, analysis, masks, options, history, diff, metric)
-        result.settings = options.resolved(loss.form, comm.size)
-        result.trace, result.schedule = trace, _schedule(opt, shard, options)
-        _save_atomically(provenance.stamp(pruned, model, result.settings, result.groups, diff), output)
-        result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
-                          "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
-        sample = next(dataset.batches(options.batch_size))
-        result.dense.update(profile(model, batch=options.batch_size, sample=sample))
-        result.pruned.update(profile(output, batch=options.batch_size, sample=sample))
-        reference = session_model(teacher)
-        result.dense["metric"] = evaluate(reference, val_set, metric, reference)
-        result.pruned["metric"] = evaluate(session_model(measure_session(pruned)), val_set, metric, reference)
-        return result
-    finally:
-        if not keep_work:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, log, comm, val_set=None, metric=None,
-           trace=None):
-    """Returns (trained ModelProto, optimizer, history)."""
+def _train(job, workdir, resume):
+    """Train with the sparse optimizer; returns (the trained ModelProto, its keep masks, the history, the
+    curve: the loss trace and the pruning schedule in steps)."""
+    options, comm = job.options, job.comm
     batchnorm = options.batchnorm_mode(comm.size)
+    prepared, param_map, trainable = _training_graph(job.dense, batchnorm)
+    zig_groups = _optimizer_groups(job, trainable, param_map)
+    with TrainingSession(prepared, job.loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
+                         requires_grad=param_map.training_params(trainable), model_name=job.dense.name,
+                         batchnorm=batchnorm) as session:
+        export = functools.partial(_export, job, session, param_map, batchnorm)
+        opt = _optimizer(job, session, zig_groups, batchnorm)
+        on_epoch = None
+        if job.val is not None and comm.is_root:
+            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
+                                                       job.val, job.metric, session_model(job.teacher))}
+        trace = []
+        history = train(session, opt, job.shard, options, workdir, job.teacher, resume, job.log, comm=comm,
+                        on_epoch=on_epoch, trace=trace)
+        trained = export()
+    return trained, opt.keep_masks(), history, (trace, _schedule(opt, job))
+
+
+def _schedule(opt, job):
+    """When the optimizer pruned, in steps, for the report's curve."""
+    per_epoch = -(-len(job.shard) // job.options.batch_size)
+    return {"start": opt.schedule.start, "end": opt.schedule.end, "periods": opt.schedule.periods,
+            "steps_per_epoch": per_epoch, "total": job.options.epochs * per_epoch}
+
+
+def _training_graph(dense, batchnorm):
+    """(the training graph, its ParamMap, the names of the dense model's trainable parameters)."""
     if batchnorm == "batch":
         check_recalibration(dense.proto)
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
@@ -132,47 +162,42 @@ def _train(dense, analysis, dataset, loss, options, workdir, teacher, resume, lo
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
     # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
     trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
-    zig_groups = optimizer_groups(analysis, trainable, options.round_to)
-    if options.erase:
-        zig_groups += unit_groups(analysis, trainable)
+    return prepared, param_map, trainable
+
+
+def _optimizer_groups(job, trainable, param_map):
+    """The analysis' prunable groups (and erasable branches, with --erase) over the training graph."""
+    zig_groups = optimizer_groups(job.analysis, trainable, job.options.round_to)
+    if job.options.erase:
+        zig_groups += unit_groups(job.analysis, trainable)
     if not zig_groups:
-        raise ModelError(f"{dense.name}: no prunable group (run `onnxoto analyze` to see why)")
-    zig_groups = in_training_layout(zig_groups, param_map)
-    steps = options.epochs * -(-len(dataset) // options.batch_size)
-    with TrainingSession(prepared, loss, workdir=os.path.join(workdir, "artifacts"), device=options.device,
-                         requires_grad=param_map.training_params(trainable), model_name=dense.name,
-                         batchnorm=batchnorm) as session:
-        export = lambda batches=RECALIBRATION_BATCHES: _export(dense, session, param_map, dataset,  # noqa: E731
-                                                               options.batch_size, batchnorm, batches)
-        lr = options.learning_rate(loss.form)
-        base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
-        kwargs = dict(total_steps=steps, target_sparsity=options.target_sparsity, target_flops=options.target_flops,
-                      total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
-                      flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
-        if options.optimizer == "hesso-cric":
-            probe = next(dataset.batches(options.batch_size))
-            probe_target = targets_for(probe, session, teacher)
-            rows = len(probe[session.input_names[0]])  # CRIC's loss: the probe batch's, over all ranks
-            # on batch statistics, the loss training sees is the training graph's (the gradients it also
-            # computes are not read: the step that asks for this loss has applied its own already)
-            measure = session.train_step if batchnorm == "batch" else session.eval_loss
-            kwargs["loss_fn"] = lambda: comm.mean(measure(model_inputs(probe, session), probe_target), weight=rows)
-        opt = OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
-        on_epoch = None
-        if val_set is not None and comm.is_root:
-            on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export),  # noqa: E731
-                                                       val_set, metric, session_model(teacher))}
-        history = train(session, opt, dataset, options, workdir, teacher, resume, log, comm=comm, on_epoch=on_epoch,
-                        trace=trace)
-        trained = export()
-    return trained, opt, history
+        raise ModelError(f"{job.dense.name}: no prunable group (run `onnxoto analyze` to see why)")
+    return in_training_layout(zig_groups, param_map)
 
 
-def _schedule(opt, dataset, options):
-    """When the optimizer pruned, in steps, for the report's curve."""
-    per_epoch = -(-len(dataset) // options.batch_size)
-    return {"start": opt.schedule.start, "end": opt.schedule.end, "periods": opt.schedule.periods,
-            "steps_per_epoch": per_epoch, "total": options.epochs * per_epoch}
+def _optimizer(job, session, zig_groups, batchnorm):
+    """The sparse optimizer on the session's parameters, following SGD or AdamW."""
+    options, analysis = job.options, job.analysis
+    lr = options.learning_rate(job.loss.form)
+    base = SGD(lr=lr, momentum=0.9) if options.base == "sgd" else AdamW(lr=lr)
+    kwargs = dict(total_steps=options.epochs * -(-len(job.shard) // options.batch_size),
+                  target_sparsity=options.target_sparsity, target_flops=options.target_flops,
+                  total_flops=analysis.flops, erase_fraction=options.erase, saliency_scope=options.saliency_scope,
+                  flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1], **options.extra)
+    if options.optimizer == "hesso-cric":
+        kwargs["loss_fn"] = _probe_loss(job, session, batchnorm)
+    return OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
+
+
+def _probe_loss(job, session, batchnorm):
+    """CRIC's loss: the first batch's, over all ranks. On batch statistics the loss training sees is the
+    training graph's (the gradients it also computes are not read: the step that asks for this loss has
+    applied its own already)."""
+    probe = next(job.shard.batches(job.options.batch_size))
+    target = targets_for(probe, session, job.teacher)
+    rows = len(probe[session.input_names[0]])
+    measure = session.train_step if batchnorm == "batch" else session.eval_loss
+    return lambda: job.comm.mean(measure(model_inputs(probe, session), target), weight=rows)
 
 
 def _model_so_far(session, batchnorm, export):
@@ -180,26 +205,51 @@ def _model_so_far(session, batchnorm, export):
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(measure_session(export(VAL_RECALIBRATION_BATCHES)))
+    return session_model(graph.session(export(VAL_RECALIBRATION_BATCHES)))
 
 
-def _export(dense, session, param_map, dataset, batch_size, batchnorm, batches):
+def _export(job, session, param_map, batchnorm, batches=RECALIBRATION_BATCHES):
     """The dense graph with the session's weights; trained on batch statistics, BatchNorm's running
     statistics are then recalibrated on `batches` batches of the training data."""
-    trained = _with_weights(dense.proto, dict(param_map.to_original(n, w) for n, w in session.weights().items()))
+    weights = dict(param_map.to_original(n, w) for n, w in session.weights().items())
+    trained = graph.with_initializers(job.dense.proto, weights)
     if batchnorm == "batch":
-        trained = recalibrate_batchnorm(trained, dataset, batches=batches, batch_size=batch_size)
+        trained = recalibrate_batchnorm(trained, job.shard, batches=batches, batch_size=job.options.batch_size)
     return trained
 
 
-def _with_weights(proto, weights):
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for k, init in enumerate(out.graph.initializer):
-        if init.name in weights:
-            array = weights[init.name].astype(numpy_helper.to_array(init).dtype).reshape(tuple(init.dims))
-            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
-    return out
+def _erased(analysis, masks):
+    """The erasable branches training zeroed whole; a branch inside another goes with it (the outer one
+    is reported)."""
+    erased = [u for u in analysis.erasable if u.id in masks and not masks[u.id].any()]
+    return [u for u in erased if not any(set(u.nodes) < set(v.nodes) for v in erased)]
+
+
+def _cut_and_certify(job, trained, masks, erased):
+    """The cut model and its largest difference from the trained one on real batches. The certificate
+    compares with the trained model itself: this also proves its zeros are exact."""
+    trained_model = graph.Model.from_proto(trained, job.dense.name)
+    pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
+    floors = scale_floors(trained_model, trained_model.output_names)
+    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors)
+    if diff > TOLERANCE:
+        raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
+                         "please report this model")
+    return pruned, diff
+
+
+def _measured(result, job, pruned, erased):
+    """The result with the erased branches, and both models' latency and metric."""
+    options, analysis = job.options, job.analysis
+    result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
+                      "flops_share": u.flops / analysis.flops if analysis.flops else 0.0} for u in erased]
+    sample = next(job.dataset.batches(options.batch_size))
+    result.dense.update(profile(job.model, batch=options.batch_size, sample=sample))
+    result.pruned.update(profile(job.output, batch=options.batch_size, sample=sample))
+    reference = session_model(job.teacher)
+    result.dense["metric"] = evaluate(reference, job.val, job.metric, reference)
+    result.pruned["metric"] = evaluate(session_model(graph.session(pruned)), job.val, job.metric, reference)
+    return result
 
 
 def _complete_keep(analysis, masks):
@@ -221,26 +271,29 @@ def _verify_on_data(trained, pruned, dataset, options, floors):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(run_model(trained, feeds), run_model(pruned, feeds), floors))
+        worst = max(worst, relative_difference(graph.run(trained, feeds), graph.run(pruned, feeds), floors))
     return worst
 
 
-def _result(model, output, dense, analysis, masks, options, history, diff, metric):
-    """The result before measuring; `masks` are the optimizer's, where channels inside an erased
-    branch may leave a whole group (the cut keeps those through _complete_keep, the erasure removes them)."""
+def _result(job, masks, history, diff, curve):
+    """The result before measuring, with the settings as run; `masks` are the optimizer's, where channels
+    inside an erased branch may leave a whole group (the cut keeps those through _complete_keep, the erasure
+    removes them)."""
+    analysis, options = job.analysis, job.options
     pruned_params, pruned_flops = analysis.predict_cost(_complete_keep(analysis, masks))
     keep = {g.id: np.asarray(masks.get(g.id, np.ones(g.num_zigs, bool)), bool) for g in analysis.prunable}
     total = sum(g.num_zigs for g in analysis.prunable)
     removed = sum(int((~m).sum()) for m in keep.values())
     return PruneResult(
-        dense_model=os.fspath(model), pruned_model=os.fspath(output), keep=keep,
+        dense_model=os.fspath(job.model), pruned_model=os.fspath(job.output), keep=keep,
         group_sparsity=removed / total if total else 0.0, target_sparsity=options.target_sparsity,
         target_flops=options.target_flops,
         dense={"params": int(analysis.params), "flops": int(analysis.flops)},
         pruned={"params": int(pruned_params), "flops": int(pruned_flops)},
-        verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=metric,
+        verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=job.metric,
         groups=[{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "kept": int(keep[g.id].sum())}
-                for g in analysis.prunable])
+                for g in analysis.prunable],
+        settings=options.resolved(job.loss.form, job.comm.size), trace=curve[0], schedule=curve[1])
 
 
 def _default_output(model):

@@ -5,20 +5,10 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from .. import graph, progress
 from ..groups import model_cost
 from ..verify import random_inputs
-
-
-def session(proto_or_path, threads=None):
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def latency_ms(sess, feeds, warmup=3, repeats=20, max_seconds=10.0, desc="latency"):
@@ -41,7 +31,7 @@ def profile(path, batch=32, repeats=20, seed=0, sample=None):
     sample: a real batch (input name -> array, at least `batch` rows) to time with; else random inputs."""
     model = graph.load(path, strict=True)
     params, flops = model_cost(model)
-    sess = session(path)
+    sess = graph.session(path)
     rng = np.random.default_rng(seed)
     if sample is not None:
         small = {n: sample[n][:1] for n in model.input_names}

@@ -4,12 +4,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ModelError
-from ..graph import infer_shapes
-from ..graph.normalize import drop_unused_initializers
-from ..graph.operands import node_reads
+from ..graph import drop_unused_initializers, infer_shapes, node_reads, producers, with_initializers
 from ..groups import reduced_shapes, removed_positions
+from ..ops import spec_of
 from .erase import remove_units
-from .shapes import REWRITERS, set_attribute
 
 
 class ConstantEditor:
@@ -18,16 +16,14 @@ class ConstantEditor:
     def __init__(self, graph, removed, shapes):
         self.graph, self.removed, self.shapes = graph, removed, shapes
         self.inits = {t.name: t for t in graph.initializer}
-        self.producers = {o: n for n in graph.node for o in n.output}
-
-    def attr(self, node, name, default):
-        for a in node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
+        self.producers = producers(graph)
 
     def set_attr(self, node, name, value):
-        set_attribute(node, name, value)
+        for a in node.attribute:
+            if a.name == name:
+                node.attribute.remove(a)
+                break
+        node.attribute.append(helper.make_attribute(name, value))
 
     def remove_attr(self, node, name):
         for a in node.attribute:
@@ -113,9 +109,9 @@ def cut(model, groups, keep, erased=()):
     _slice_initializers(graph, removed)
     edit = ConstantEditor(graph, removed, model.shapes)
     for node in list(graph.node):
-        rewriter = REWRITERS.get(node.op_type)
-        if rewriter is not None and node.domain in ("", "ai.onnx"):
-            rewriter(node, new_shapes, model.shapes, edit)
+        spec = spec_of(node)
+        if spec is not None and spec.rewrite is not None:
+            spec.rewrite(node, new_shapes, model.shapes, edit)
     drop_dead_nodes(graph)
     drop_unused_initializers(graph)
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
@@ -209,14 +205,13 @@ def zero_units(proto, units):
 
 def _with_zeros(proto, zeroed):
     """A copy of `proto` whose initializers are zero at zeroed[name]: [(axis, positions)]."""
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for k, init in enumerate(out.graph.initializer):
+    arrays = {}
+    for init in proto.graph.initializer:
         if init.name in zeroed:
             array = numpy_helper.to_array(init).copy()
             for axis, positions in zeroed[init.name]:
                 index = [slice(None)] * array.ndim
                 index[axis] = positions
                 array[tuple(index)] = 0
-            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
-    return out
+            arrays[init.name] = array
+    return with_initializers(proto, arrays)

@@ -5,12 +5,13 @@ from onnxoto.lazy import lazy_exports
 
 _EXPORTS = {
     "Artifacts": "artifacts", "LossSpec": "artifacts", "build_artifacts": "artifacts", "loss_for": "artifacts",
-    "check_recalibration": "bn", "recalibrate_batchnorm": "bn",
+    "check_recalibration": "bn", "recalibrate_batchnorm": "bn", "check_cuda": "device",
     "Dataset": "data", "load_data": "data",
-    "BATCHNORM_MODES": "kinds", "LOSSES": "kinds", "Loss": "kinds", "loss_from_labels": "kinds",
-    "loss_named": "kinds",
+    "BATCHNORM_MODES": "kinds", "DEFAULT_TEMPERATURE": "kinds", "LOSSES": "kinds", "Loss": "kinds",
+    "loss_from_labels": "kinds", "loss_named": "kinds",
     "TrainingSession": "session",
     "prepare_for_training": "trainable", "trainable_params": "trainable",
+    "LABELS": "data", "to_trainable": "forms",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 
 from onnxoto.errors import ModelError, OptionError
-from onnxoto.train.kinds import Loss, loss_from_labels, loss_named
-from onnxoto.train.trainable import prepare_for_training, trainable_params, unique_name
+from onnxoto.train.kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
+from onnxoto.graph import fresh_name, taken_names
+from onnxoto.train.trainable import prepare_for_training, trainable_params
 
-DEFAULT_TEMPERATURE = 4.0  # of the distillation term mixed with cross-entropy (Hinton et al.)
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
 _EXTERNAL_DATA_ABOVE = 1 << 30  # bytes; protobuf cannot serialize 2 GiB in one message
@@ -67,14 +67,13 @@ def loss_for(model: onnx.ModelProto, kind: str | Loss | None = None, labels: np.
     if output is not None and output not in graph_outputs:
         raise OptionError(f"model has no output {output!r} (outputs: {', '.join(graph_outputs)})")
     outputs = graph_outputs if form.all_outputs else [output or graph_outputs[0]]
-    taken = {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
-    taken |= {name for node in model.graph.node for name in node.output}
+    taken = taken_names(model.graph)
     targets = []
     if form.class_labels:
         _check_logits(model, outputs[0])
-        targets.append(unique_name("labels", taken))
+        targets.append(fresh_name("labels", taken))
     if form.teacher:
-        targets += [unique_name("target" if form.regression else f"{name}_teacher", taken) for name in outputs]
+        targets += [fresh_name("target" if form.regression else f"{name}_teacher", taken) for name in outputs]
     weights = [1.0] * len(outputs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(outputs):
         raise OptionError(f"{len(weights)} loss weights for {len(outputs)} outputs")

@@ -8,9 +8,8 @@ from onnx import helper, numpy_helper
 
 from onnxoto import progress
 from onnxoto.errors import ModelError
-from onnxoto.graph.load import default_opset
+from onnxoto.graph import default_opset, fresh_name, session as graph_session, taken_names, with_outputs
 from onnxoto.train.data import Dataset
-from onnxoto.train.trainable import unique_name
 
 
 def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int | None = 100,
@@ -21,13 +20,11 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
     The inputs are measured with every BatchNorm normalizing by its batch's statistics, as in
     training: measured through the old running statistics, a layer's input would depend on the
     stale statistics of the layers before it."""
-    import onnxruntime
-
     bn_nodes = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
     if not bn_nodes:
         return model
-    probe = _in_training_mode(_with_outputs(model, [node.input[0] for node in bn_nodes]))
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = _in_training_mode(with_outputs(model, [node.input[0] for node in bn_nodes]))
+    session = graph_session(probe)
     feed_names = [i.name for i in session.get_inputs()]
     wanted = [node.input[0] for node in bn_nodes]
     sums: dict[str, np.ndarray] = {}
@@ -61,16 +58,6 @@ def check_recalibration(model: onnx.ModelProto) -> None:
         _in_training_mode(copy.deepcopy(model))
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    probe = copy.deepcopy(model)
-    existing = {o.name for o in probe.graph.output}
-    typed = {v.name: v for v in [*probe.graph.value_info, *probe.graph.input]}
-    for name in dict.fromkeys(names):
-        if name not in existing:
-            probe.graph.output.append(typed.get(name) or helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return probe
-
-
 def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
     """Every BatchNormalization normalizes by batch statistics (training_mode=1, opset >= 14); the
     running statistics outputs it then needs are left unread."""
@@ -80,12 +67,12 @@ def _in_training_mode(probe: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:  # the converter's messages are C++ assertions
             raise ModelError(f"cannot recalibrate BatchNorm: converting opset {default_opset(probe)} to 14 failed "
                              f"({str(exc).splitlines()[-1][:120]}); train with --batchnorm frozen") from None
-    taken = {name for node in probe.graph.node for name in node.output}
+    taken = taken_names(probe.graph)
     for node in (n for n in probe.graph.node if n.op_type == "BatchNormalization"):
         kept = [a for a in node.attribute if a.name != "training_mode"]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("training_mode", 1)])
-        outputs = [node.output[0]] + [unique_name(f"{node.output[0]}_running_{part}", taken) for part in ("mean", "var")]
+        outputs = [node.output[0]] + [fresh_name(f"{node.output[0]}_running_{part}", taken) for part in ("mean", "var")]
         del node.output[:]
         node.output.extend(outputs)
     return probe

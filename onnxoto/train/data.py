@@ -10,6 +10,7 @@ import onnx
 from onnx import helper
 
 from onnxoto.errors import DataError
+from onnxoto.graph import static_dims
 
 LABELS = "labels"
 _CHUNK = 1 << 16  # samples per chunk when scanning (memory-mapped) arrays for NaN/inf
@@ -24,18 +25,11 @@ class InputSpec:
 
 def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
     initializers = {init.name for init in model.graph.initializer}
-    return [InputSpec(v.name, _dtype(v), _shape(v)) for v in model.graph.input if v.name not in initializers]
+    return [InputSpec(v.name, _dtype(v), static_dims(v)) for v in model.graph.input if v.name not in initializers]
 
 
 def _dtype(value: onnx.ValueInfoProto) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
-
-
-def _shape(value: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
-    tensor = value.type.tensor_type
-    if not tensor.HasField("shape"):
-        return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
 
 
 class Dataset:
@@ -188,7 +182,7 @@ def _checked_labels(labels: np.ndarray, model: onnx.ModelProto, output: str | No
     value = outputs.get(output) if output else model.graph.output[0]
     if value is None:
         raise DataError(f"model has no output {output!r}")
-    shape = _shape(value)
+    shape = static_dims(value)
     if np.issubdtype(labels.dtype, np.integer):
         if labels.ndim != 1:
             raise DataError(f"{source}: class labels must be one integer per sample, got shape {labels.shape}")

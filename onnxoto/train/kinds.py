@@ -36,6 +36,7 @@ CROSS_ENTROPY = Loss("cross_entropy", "ce", class_labels=True, teacher=False)
 MSE = Loss("mse", "mse", class_labels=False, teacher=True, regression=True)
 DISTILL = Loss("distill", "distill", class_labels=False, teacher=True, all_outputs=True, sgd_lr=1e-3)
 CE_DISTILL = Loss("cross_entropy+distill", "ce+distill", class_labels=True, teacher=True, sgd_lr=2e-3)
+DEFAULT_TEMPERATURE = 4.0  # of the distillation term mixed with cross-entropy (Hinton et al.)
 LOSSES = {loss.flag: loss for loss in (CROSS_ENTROPY, MSE, DISTILL, CE_DISTILL)}
 _BY_NAME = {loss.name: loss for loss in LOSSES.values()}
 

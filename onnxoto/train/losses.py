@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxoto.graph.load import default_opset
+from onnxoto.graph import default_opset
 from onnxoto.train import ort
 from onnxoto.train.kinds import loss_named
 

@@ -6,17 +6,14 @@ import onnx
 from onnx import numpy_helper
 
 from onnxoto.errors import ModelError
-from onnxoto.graph.load import default_opset
-from onnxoto.graph.normalize import FLOAT_TYPES, infer_shapes
-from onnxoto.graph.operands import ALL, NON_DIFFERENTIABLE_INPUTS
+from onnxoto.graph import default_opset, fresh_name, infer_shapes, producers, taken_names
+from onnxoto.ops import ALL, FLOAT_TYPES, attribute, no_gradient_inputs
 from onnxoto.train.kinds import BATCHNORM_MODES
 
 
 def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
-    excluded = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, set())
+    excluded = no_gradient_inputs(node)
     if excluded == ALL:
-        return []
-    if node.op_type == "Cast" and _attribute(node, "to") not in FLOAT_TYPES:
         return []
     inputs = [name for i, name in enumerate(node.input) if name and i not in excluded]
     # Names a subgraph (If/Loop/Scan body) reads from the outer scope count as its inputs.
@@ -26,14 +23,10 @@ def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
     return inputs
 
 
-def _attribute(node: onnx.NodeProto, name: str):
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
-
-
 def trainable_params(model: onnx.ModelProto) -> list[str]:
     """Float initializers that reach a graph output through differentiable inputs, in initializer order."""
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output if out}
+    producer = producers(graph)
     live, stack, visited = set(), [o.name for o in graph.output], set()
     while stack:
         name = stack.pop()
@@ -61,8 +54,7 @@ def prepare_for_training(model: onnx.ModelProto, batchnorm: str = "frozen") -> o
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, not {batchnorm!r}")
     model = copy.deepcopy(model)
-    taken = {name for node in model.graph.node for name in [*node.input, *node.output]}
-    taken |= {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]}
+    taken = taken_names(model.graph)
     ranks = _ranks(model)
     if batchnorm == "frozen" and any(n.op_type == "BatchNormalization" and n.input[0] not in ranks
                                      for n in model.graph.node):
@@ -112,8 +104,8 @@ def _batchnorm_as_affine(node: onnx.NodeProto, rank: int, graph: onnx.GraphProto
     base = node.name or node.output[0]
     fresh = {}
     for part in ("eps", "axes", "std", "s", "ms", "t", "s_b", "t_b", "xs"):
-        fresh[part] = unique_name(f"{base}_affine_{part}", taken)
-    epsilon = _attribute(node, "epsilon")
+        fresh[part] = fresh_name(f"{base}_affine_{part}", taken)
+    epsilon = attribute(node, "epsilon")
     graph.initializer.append(numpy_helper.from_array(np.array(1e-5 if epsilon is None else epsilon, np.float32), fresh["eps"]))
     if rank > 2:  # (C,) -> (C, 1, ...) by Reshape, which reads the same in every opset (Unsqueeze does not)
         graph.initializer.append(numpy_helper.from_array(np.array([-1] + [1] * (rank - 2), np.int64), fresh["axes"]))
@@ -134,7 +126,7 @@ def _add_layernorm_outputs(node: onnx.NodeProto, taken: set[str]) -> None:
     outputs = list(node.output) + [""] * (3 - len(node.output))
     for i, suffix in ((1, "mean"), (2, "inv_std_dev")):
         if not outputs[i]:
-            outputs[i] = unique_name(f"{outputs[0]}_{suffix}", taken)
+            outputs[i] = fresh_name(f"{outputs[0]}_{suffix}", taken)
     del node.output[:]
     node.output.extend(outputs)
 
@@ -150,12 +142,3 @@ def _to_inference_batchnorm(node: onnx.NodeProto, graph: onnx.GraphProto) -> Non
     del node.attribute[:]
     node.attribute.extend(kept)
 
-
-def unique_name(name: str, taken: set[str]) -> str:
-    """`name`, or `name_1`, `name_2`... the first one not in `taken` (which then holds it)."""
-    candidate, k = name, 0
-    while candidate in taken:
-        k += 1
-        candidate = f"{name}_{k}"
-    taken.add(candidate)
-    return candidate

@@ -2,21 +2,20 @@
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
-from onnx import helper
 
 from .. import progress
 from ..errors import ModelError
+from ..graph import producers, run, with_outputs
 from ..groups import keep_all, removed_positions
+from ..ops import spec_of
 from ..surgery import cut, zero_out, zero_units
 from .inputs import random_inputs
 
-ort.set_default_logger_severity(3)  # onnxruntime's optimizer warnings are noise to our users
 TOLERANCE = 1e-4  # max abs difference, relative to the output's scale (max abs of M0's output)
-# onnxruntime computes these with approximations good to ~1e-7 absolute: in a saturated tail (a
-# sigmoid map whose max is 3e-6) that is a 3% relative error with nothing cut wrongly. Their values
-# are compared on the scale of their range (1), and the arguments they read at the usual scale.
-BOUNDED = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax"}
+# onnxruntime computes bounded ops (OpSpec.bounded: sigmoid, tanh, softmax) with approximations good to
+# ~1e-7 absolute: in a saturated tail (a sigmoid map whose max is 3e-6) that is a 3% relative error with
+# nothing cut wrongly. Their values are compared on the scale of their range (1), and the arguments they
+# read at the usual scale.
 
 
 @dataclass
@@ -68,14 +67,6 @@ class Certificate:
                              for c in self.failures]}
 
 
-def run(proto, feeds):
-    """Outputs of a ModelProto on the CPU, in graph output order."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
 def relative_difference(reference, candidate, floors=None):
     """Max over outputs of max|a - b| / max(max|a|, floor) (absolute when that is zero)."""
     worst = 0.0
@@ -118,11 +109,11 @@ def check_group(model, groups, group, removed, feeds):
 
 def compared_tensors(model):
     """(tensors compared besides the outputs, the floor of each compared tensor's scale, outputs first)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model.graph)
     extra = penultimate_tensors(model)
     for name in [*model.output_names, *extra]:
-        node = producers.get(name)
-        if node is not None and node.op_type in BOUNDED and _comparable(model, node.input[0]) \
+        node = producer.get(name)
+        if node is not None and _bounded(node) and _comparable(model, node.input[0]) \
                 and node.input[0] not in extra and node.input[0] not in model.output_names:
             extra.append(node.input[0])
     return extra, scale_floors(model, [*model.output_names, *extra])
@@ -130,8 +121,13 @@ def compared_tensors(model):
 
 def scale_floors(model, names):
     """Per tensor, the least scale it is compared on: 1 for a bounded function's value, else 0."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    return [1.0 if name in producers and producers[name].op_type in BOUNDED else 0.0 for name in names]
+    producer = producers(model.graph)
+    return [1.0 if name in producer and _bounded(producer[name]) else 0.0 for name in names]
+
+
+def _bounded(node):
+    spec = spec_of(node)
+    return spec is not None and spec.bounded
 
 
 def _comparable(model, name):
@@ -141,22 +137,14 @@ def _comparable(model, name):
 def penultimate_tensors(model):
     """Activations feeding the nodes that make the outputs: compared too, since an output can be
     blind to its input (a zero-initialised head gives zero logits whatever happens before it)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model.graph)
     names = []
     for out in model.output_names:
-        node = producers.get(out)
+        node = producer.get(out)
         for name in (node.input if node is not None else []):
             if _comparable(model, name) and name not in names and name not in model.output_names:
                 names.append(name)
     return names
-
-
-def with_outputs(proto, names):
-    """The model with extra graph outputs (type only: shapes may differ between M0 and M1)."""
-    known = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.value_info) + list(proto.graph.input)}
-    for name in names:
-        proto.graph.output.append(helper.make_tensor_value_info(name, known.get(name, 1), None))
-    return proto
 
 
 def _kept_part(array, name, gone):

@@ -1,6 +1,8 @@
 """Random inputs for a model: symbolic dims get small sizes, integer inputs stay within embedding range."""
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import helper
+
+from ..ops import attribute
 
 SYMBOLIC_SIZE = 2
 
@@ -27,6 +29,5 @@ def _index_limit(model, name):
         if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
             data = model.initializers.get(node.input[0])
             if data is not None:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                return int(data.dims[axis])
+                return int(data.dims[attribute(node, "axis", 0)])
     return 10

@@ -21,19 +21,20 @@ from onnxoto.train.forms.resize import resize
 __all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable"]
 
 # op type -> rewrite(node, ctx): emits the replacement into ctx (its last node writes the
-# node's output) or raises Unsupported, and the node stays.
+# node's output) or raises Unsupported, and the node stays. Why each op needs one is its
+# ops spec's `no_gradient` (tests/test_ops.py holds the two to the same set of ops).
 REWRITES = {
-    "HardSigmoid": hard_sigmoid,        # no gradient registered
-    "HardSwish": hard_swish,            # no gradient registered
-    "GlobalMaxPool": global_max_pool,   # no gradient registered
-    "ReduceMax": reduce_max,            # no gradient registered
-    "DepthToSpace": depth_to_space,     # no gradient registered
-    "SpaceToDepth": space_to_depth,     # no gradient registered
-    "Resize": resize,                   # no CPU kernel for ResizeGrad
-    "ConvTranspose": conv_transpose,    # no CPU kernel for ConvTransposeGrad
-    "Slice": slice_,                    # negative steps fail at run time
-    "Pad": pad,                         # only mode=constant trains
-    "AveragePool": average_pool,        # AveragePoolGrad dies of SIGFPE (DenseNet)
+    "HardSigmoid": hard_sigmoid,
+    "HardSwish": hard_swish,
+    "GlobalMaxPool": global_max_pool,
+    "ReduceMax": reduce_max,
+    "DepthToSpace": depth_to_space,
+    "SpaceToDepth": space_to_depth,
+    "Resize": resize,
+    "ConvTranspose": conv_transpose,
+    "Slice": slice_,
+    "Pad": pad,
+    "AveragePool": average_pool,
 }
 
 

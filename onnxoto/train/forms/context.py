@@ -3,6 +3,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxoto.graph import fresh_name, static_dims, taken_names
+
 
 class Unsupported(Exception):
     """This node cannot be rewritten exactly; it stays as it is (the reason is kept in ParamMap.kept)."""
@@ -19,8 +21,7 @@ class Context:
     def __init__(self, model: onnx.ModelProto):
         self.graph = model.graph
         self.initializers = {t.name: t for t in self.graph.initializer}
-        self.taken = {name for node in self.graph.node for name in [*node.input, *node.output]}
-        self.taken |= {v.name for v in [*self.graph.input, *self.graph.output, *self.graph.initializer]}
+        self.taken = taken_names(self.graph)
         self.constants = {}  # Constant node outputs -> value
         for node in self.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -57,12 +58,7 @@ class Context:
 
     # -- making things -------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        return fresh_name(base, self.taken)
 
     def emit(self, op: str, inputs: list, output: str | None = None, base: str = "t", **attributes) -> str:
         """Append a node; return its (first) output name, fresh unless given."""
@@ -112,14 +108,6 @@ class Context:
         self.taken.add(name)
 
 
-def attribute(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def _inferred_shapes(model: onnx.ModelProto) -> dict:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -128,9 +116,8 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict:
     shapes = {}
     graph = inferred.graph
     for info in [*graph.input, *graph.value_info, *graph.output]:
-        tensor = info.type.tensor_type
-        if tensor.HasField("shape"):
-            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        if static_dims(info) is not None:
+            shapes[info.name] = static_dims(info)
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
     return shapes

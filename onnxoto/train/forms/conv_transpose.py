@@ -5,7 +5,8 @@ ParamMap carries it back to the ConvTranspose layout for export.
 """
 import numpy as np
 
-from onnxoto.train.forms.context import Context, Unsupported, attribute
+from onnxoto.ops import attribute
+from onnxoto.train.forms.context import Context, Unsupported
 from onnxoto.train.forms.param_map import ConvTransposeLayout
 
 

@@ -2,7 +2,8 @@
 negative step (fails at run time) and Pad in reflect/edge/wrap mode (only constant trains)."""
 import numpy as np
 
-from onnxoto.train.forms.context import Context, NotNeeded, Unsupported, attribute
+from onnxoto.ops import attribute
+from onnxoto.train.forms.context import Context, NotNeeded, Unsupported
 
 
 def slice_(node, ctx: Context) -> None:

@@ -1,13 +1,12 @@
-"""How each ONNX operator couples the axes of its inputs and outputs: one entry per op type.
+"""Coupling rules (OpSpec.couple): how an op couples the axes of its inputs and outputs.
 
-A rule receives a NodeContext and states couplings (same/block/offset), zero behaviour
-(sources, never_zero, contract), roles of parameter axes (consumer/follower) and pins.
-An op missing from RULES is a barrier: every axis it touches is pinned ("no rule for <op>").
+A rule receives a groups.context.NodeContext and states couplings (same/block/offset), zero
+behaviour (sources, never_zero, contract), roles of parameter axes (consumer/follower) and pins.
+An op whose spec has no rule is a barrier: every axis it touches is pinned ("no rule for <op>").
 """
-import numpy as np
-
-from ..graph.normalize import resolve_fresh_symbol
-from .context import ADD, MUL
+from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pow_keeps_zero
+from .shapes import resolve_fresh_symbol
+from .spec import ADD, MUL
 
 # --- elementwise ---------------------------------------------------------------------------
 
@@ -49,11 +48,17 @@ def where(ctx):
 
 
 def clip(ctx):
-    low = ctx.const(ctx.input(1)) if ctx.input(1) else ctx.attr("min", -np.inf)
-    high = ctx.const(ctx.input(2)) if ctx.input(2) else ctx.attr("max", np.inf)
-    if low is None or high is None:
+    keeps = clip_keeps_zero(ctx.node, ctx.const)
+    if keeps is UNKNOWN:
         return ctx.pin_all(f"{ctx.label}: bounds computed at run time")
-    (zero_preserving if float(low) <= 0.0 <= float(high) else not_zero_preserving)(ctx)
+    (zero_preserving if keeps else not_zero_preserving)(ctx)
+
+
+def extremum(ctx):
+    """Max/Min: sum-like (zero only when every operand is), except that a scalar constant which keeps
+    zero (max(x, c <= 0), min(x, c >= 0)) is no operand that must be zero."""
+    neutral = extremum_neutral_inputs(ctx.node, ctx.const)
+    ctx.broadcast(ADD, inputs=[k for k in range(len(ctx.node.input)) if k not in neutral])
 
 
 def prelu(ctx):
@@ -64,10 +69,7 @@ def prelu(ctx):
 
 
 def power(ctx):
-    exponent = ctx.const(ctx.input(1))
-    if exponent is not None and np.all(exponent > 0):
-        return zero_preserving(ctx)
-    not_zero_preserving(ctx)
+    (zero_preserving if pow_keeps_zero(ctx.node, ctx.const) else not_zero_preserving)(ctx)
 
 
 # --- linear layers -------------------------------------------------------------------------
@@ -252,8 +254,9 @@ def pool(ctx):
         ctx.same(ctx.d(ctx.input(0), a), ctx.d(ctx.output(), a), MUL)
 
 
-def reduce_rule(sum_like):
-    """Reductions: kept axes pass; a reduced axis sums (exact when zero) or normalizes (pinned)."""
+def reduce_rule(sum_like, keeps_zero=True):
+    """Reductions: kept axes pass; a reduced axis sums (exact when zero) or normalizes (pinned).
+    keeps_zero=False: the reduction of zeros is not zero (log-sum-exp of zeros is log n)."""
 
     def rule(ctx):
         x, out = ctx.input(0), ctx.output()
@@ -276,7 +279,9 @@ def reduce_rule(sum_like):
                     ctx.pin(x, a, f"reduced over by {ctx.label}")
                 out_axis += keep
                 continue
-            ctx.same(ctx.d(x, a), ctx.d(out, out_axis), MUL)
+            ctx.same(ctx.d(x, a), ctx.d(out, out_axis), MUL if keeps_zero else ADD)
+            if not keeps_zero:
+                ctx.never_zero(ctx.d(out, out_axis))
             out_axis += 1
 
     return rule
@@ -352,22 +357,21 @@ def pad(ctx):
     x, out = ctx.input(0), ctx.output()
     rank = ctx.rank(x)
     pads = ctx.const(ctx.input(1)) if ctx.input(1) else ctx.attr("pads")
-    value = ctx.const(ctx.input(2)) if ctx.input(2) else ctx.attr("value", 0.0)
-    if rank is None or pads is None or value is None:
+    fill = pad_fill(ctx.node, ctx.const)
+    if rank is None or pads is None or fill is UNKNOWN:
         return ctx.pin_all(f"{ctx.label}: pads computed at run time")
     pads = [int(p) for p in pads]
     axes = ctx.const(ctx.input(3)) if ctx.input(3) else None
     axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
     begin = dict(zip(axes, pads[:len(axes)]))
     end = dict(zip(axes, pads[len(axes):]))
-    nonzero_fill = ctx.attr("mode", b"constant") in (b"constant", "constant") and float(np.max(np.abs(value))) != 0.0
     for a in range(rank):
         if begin.get(a, 0) or end.get(a, 0):
             ctx.pin(x, a, f"padded by {ctx.label}")
             ctx.pin(out, a, f"padded by {ctx.label}")
             continue
         ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
-        if nonzero_fill:
+        if fill != 0.0:
             ctx.never_zero(ctx.d(out, a))
 
 
@@ -479,48 +483,3 @@ def keep_channels(ctx):
 
 def no_coupling(ctx):
     """Reads only shapes (Shape, Size) or makes integers: nothing to couple, nothing pinned."""
-
-
-RULES = {
-    **dict.fromkeys(["Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Tanh", "Erf", "Gelu", "HardSwish",
-                     "Mish", "Abs", "Neg", "Sign", "Sin", "Floor", "Ceil", "Round", "Sqrt",
-                     "Softsign", "ThresholdedRelu", "Identity", "Dropout", "Cast", "Atan", "Asin",
-                     "Sinh", "Tan", "Asinh", "Atanh"], zero_preserving),
-    **dict.fromkeys(["Sigmoid", "HardSigmoid", "Exp", "Softplus", "Cos", "Log", "Reciprocal",
-                     "Cosh", "Acos", "Acosh", "Not"], not_zero_preserving),
-    "Clip": clip,
-    "PRelu": prelu,
-    "Pow": power,
-    **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean"], additive),
-    "Mul": multiplicative,
-    "Div": divide,
-    "Where": where,
-    "Conv": conv,
-    "ConvTranspose": conv_transpose,
-    "Gemm": gemm,
-    "MatMul": matmul,
-    "Gather": gather,
-    "BatchNormalization": batch_norm,
-    "InstanceNormalization": instance_norm,
-    "LayerNormalization": layer_norm,
-    "GroupNormalization": group_norm,
-    "LRN": group_norm,
-    "Softmax": softmax,
-    "LogSoftmax": softmax,
-    **dict.fromkeys(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
-                     "GlobalLpPool"], pool),
-    **dict.fromkeys(["ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"], reduce_rule(sum_like=True)),
-    **dict.fromkeys(["ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceLogSumExp",
-                     "ReduceLogSum"], reduce_rule(sum_like=False)),
-    "Transpose": transpose,
-    "Concat": concat,
-    "Split": split,
-    "Slice": slice_rule,
-    "Pad": pad,
-    "Reshape": reshape,
-    "Flatten": squeeze_like,
-    "Squeeze": squeeze_like,
-    "Unsqueeze": squeeze_like,
-    **dict.fromkeys(["Resize", "Upsample", "Expand", "Tile"], keep_channels),
-    **dict.fromkeys(["Shape", "Size", "ConstantOfShape", "Range", "NonZero", "Constant"], no_coupling),
-}

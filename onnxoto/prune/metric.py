@@ -1,7 +1,7 @@
 """The metric of a model on data: accuracy for class labels, else the mean squared error."""
 import numpy as np
 
-from ..train.data import LABELS
+from ..train import LABELS
 
 
 def metric_kind(dataset, loss):

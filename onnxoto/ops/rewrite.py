@@ -1,12 +1,12 @@
-"""Constants that carry shapes, rewritten after a cut: one entry per op type.
+"""Constants that carry shapes, rewritten after a cut (OpSpec.rewrite).
 
-Each rewriter gets the node, the cut's new shapes, and a ConstantEditor; it rewrites the
-constant inputs or attributes that hold sizes along cut axes.
+Each rewriter gets the node, the cut's new and old shapes, and surgery's ConstantEditor; it rewrites
+the constant inputs or attributes that hold sizes along cut axes.
 """
 import numpy as np
-from onnx import helper
 
 from ..errors import ModelError
+from .spec import attribute
 
 
 def reshape_target(node, new, old, edit):
@@ -30,22 +30,22 @@ def expand_shape(node, new, old, edit):
 
 
 def split_sizes(node, new, old, edit):
-    axis = edit.attr(node, "axis", 0)
+    axis = attribute(node, "axis", 0)
     sizes = [new[o][axis] for o in node.output]
     if sizes == [old[o][axis] for o in node.output]:
         return
     if len(node.input) > 1 and node.input[1]:
         edit.rewrite_vector(node, 1, lambda _: sizes)
-    elif edit.attr(node, "split", None) is not None:
+    elif attribute(node, "split") is not None:
         edit.set_attr(node, "split", sizes)
     elif len(set(sizes)) > 1:  # an equal split (num_outputs) that the cut made unequal: give sizes explicitly
         edit.set_sizes_input(node, 1, sizes)
         edit.remove_attr(node, "num_outputs")
 
 
-def slice_bounds(node, new, old, edit, removed):
+def slice_bounds(node, new, old, edit):
     """Slice with step 1 on a cut axis: new start = kept positions before it; new end = start + new size."""
-    x = node.input[0]
+    x, removed = node.input[0], edit.removed
     if new[x] == old[x] and new[node.output[0]] == old[node.output[0]]:
         return
     axes = edit.vector(node, 3)
@@ -70,34 +70,17 @@ def slice_bounds(node, new, old, edit, removed):
         edit.rewrite_vector(node, 2, lambda _: new_ends)
 
 
-def conv_group(node, new, old, edit, weight_axis):
-    group = edit.attr(node, "group", 1)
-    if group == 1:
-        return
-    w = node.input[1]
-    channels = new[node.input[0]][1] if weight_axis == 1 else new[node.output[0]][1]
-    edit.set_attr(node, "group", channels // new[w][1])
+def conv_group(weight_axis):
+    """Conv (weight axis 1 holds input channels per group) or ConvTranspose (axis 0): `group` follows
+    the cut channels."""
+    def rewrite(node, new, old, edit):
+        if attribute(node, "group", 1) == 1:
+            return
+        channels = new[node.input[0]][1] if weight_axis == 1 else new[node.output[0]][1]
+        edit.set_attr(node, "group", channels // new[node.input[1]][1])
+    return rewrite
 
 
 def resize_sizes(node, new, old, edit):
     if len(node.input) > 3 and node.input[3] and new[node.output[0]] != old[node.output[0]]:
         edit.rewrite_vector(node, 3, lambda values: list(new[node.output[0]]))
-
-
-REWRITERS = {
-    "Reshape": reshape_target,
-    "Expand": expand_shape,
-    "Split": split_sizes,
-    "Slice": lambda node, new, old, edit: slice_bounds(node, new, old, edit, edit.removed),
-    "Conv": lambda node, new, old, edit: conv_group(node, new, old, edit, weight_axis=1),
-    "ConvTranspose": lambda node, new, old, edit: conv_group(node, new, old, edit, weight_axis=0),
-    "Resize": resize_sizes,
-}
-
-
-def set_attribute(node, name, value):
-    for a in node.attribute:
-        if a.name == name:
-            node.attribute.remove(a)
-            break
-    node.attribute.append(helper.make_attribute(name, value))

@@ -1,0 +1,101 @@
+"""The graph plumbing every stage shares, written once: who produces and who reads a tensor, a node's
+display name, fresh names, shapes with one convention, a proto with other initializers or more outputs,
+and the one place that opens an onnxruntime session."""
+import os
+
+import onnx
+from onnx import helper, numpy_helper
+
+from .operands import node_reads
+
+
+def producers(graph):
+    """tensor name -> the node that writes it."""
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def readers(graph):
+    """tensor name -> the nodes that read it (subgraph reads included), in graph order."""
+    found = {}
+    for node in graph.node:
+        for name in node_reads(node):
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def display_name(node):
+    """How messages and reports name a node: its name, or its first output for an unnamed one."""
+    return node.name or node.output[0]
+
+
+def taken_names(graph):
+    """Every value name the graph uses (inputs, outputs, initializers, node inputs and outputs)."""
+    names = {name for node in graph.node for name in [*node.input, *node.output]}
+    return names | {v.name for v in [*graph.input, *graph.output, *graph.initializer]}
+
+
+def fresh_name(name, taken):
+    """`name`, or `name_1`, `name_2`... the first one not in `taken` (which then holds it)."""
+    candidate, k = name, 0
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_{k}"
+    taken.add(candidate)
+    return candidate
+
+
+def dims(value_info):
+    """The shape of a value as a tuple: int for a static dim, str for a symbolic one, None for an
+    unnamed unknown one; None when the value carries no shape at all."""
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None
+                 for d in tensor.shape.dim)
+
+
+def static_dims(value_info):
+    """dims() with every symbolic or unknown dim as None, for code that only asks "static or not"."""
+    shape = dims(value_info)
+    return None if shape is None else tuple(d if isinstance(d, int) else None for d in shape)
+
+
+def with_initializers(proto, arrays):
+    """A copy of `proto` whose initializers named in `arrays` hold those values (cast to the
+    initializer's dtype and shape)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for k, init in enumerate(out.graph.initializer):
+        if init.name in arrays:
+            array = arrays[init.name].astype(numpy_helper.to_array(init).dtype).reshape(tuple(init.dims))
+            out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
+    return out
+
+
+def with_outputs(proto, names):
+    """A copy of `proto` that also outputs `names` (typed, without shapes: a cut model's may differ)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    have = {o.name for o in out.graph.output}
+    known = {v.name: v.type.tensor_type.elem_type for v in [*out.graph.value_info, *out.graph.input]}
+    for name in dict.fromkeys(names):
+        if name not in have:
+            out.graph.output.append(helper.make_tensor_value_info(name, known.get(name, onnx.TensorProto.FLOAT), None))
+    return out
+
+
+def session(proto_or_path, threads=None):
+    """An onnxruntime InferenceSession on the CPU, quiet, of a ModelProto or a file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run(proto, feeds):
+    """Outputs of a ModelProto on the CPU, in graph output order."""
+    return session(proto).run(None, feeds)
