@@ -1,7 +1,7 @@
 """Training engine: trainable parameters, training artifacts, a session with in-place views, data, BN recalibration.
 
 Names load their module when first used: the CLI reads the light `kinds` without onnxruntime."""
-from onnxoto.lazy import lazy_exports
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "Artifacts": "artifacts", "LossSpec": "artifacts", "build_artifacts": "artifacts", "loss_for": "artifacts",

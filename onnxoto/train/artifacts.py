@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxoto.errors import ModelError, OptionError
-from onnxoto.train.kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
-from onnxoto.graph import fresh_name, taken_names
-from onnxoto.train.trainable import prepare_for_training, trainable_params
+from ..errors import ModelError, OptionError
+from ..graph import fresh_name, taken_names
+from .kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
+from .trainable import prepare_for_training, trainable_params
 
 _INPUT_MODEL = "input_model.onnx"
 _SPEC = "spec.json"
@@ -148,8 +148,8 @@ def _last_error_line(stderr: str) -> str:
 
 def generate_here(directory: str) -> None:
     """Build the artifacts in this process (the child's side of build_artifacts)."""
-    from onnxoto.train import ort
-    from onnxoto.train.losses import SpecLoss
+    from . import ort
+    from .losses import SpecLoss
 
     os.chdir(directory)  # onnxblock writes its temporary model into the working directory
     spec = json.loads(Path(_SPEC).read_text())

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxoto import progress
-from onnxoto.errors import ModelError
-from onnxoto.graph import default_opset, fresh_name, session as graph_session, taken_names, with_outputs
-from onnxoto.train.data import Dataset
+from .. import progress
+from ..errors import ModelError
+from ..graph import default_opset, fresh_name, session as graph_session, taken_names, with_outputs
+from .data import Dataset
 
 
 def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int | None = 100,

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxoto.errors import DataError
-from onnxoto.graph import static_dims
+from ..errors import DataError
+from ..graph import static_dims
 
 LABELS = "labels"
 _CHUNK = 1 << 16  # samples per chunk when scanning (memory-mapped) arrays for NaN/inf

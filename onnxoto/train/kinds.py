@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxoto.errors import OptionError
+from ..errors import OptionError
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxoto.graph import default_opset
-from onnxoto.train import ort
-from onnxoto.train.kinds import loss_named
+from ..graph import default_opset
+from . import ort
+from .kinds import loss_named
 
 blocks = ort.onnxblock.blocks
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxoto.errors import DataError
-from onnxoto.train import ort
-from onnxoto.train.artifacts import Artifacts, LossSpec, build_artifacts, loss_for
+from ..errors import DataError
+from . import ort
+from .artifacts import Artifacts, LossSpec, build_artifacts, loss_for
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 

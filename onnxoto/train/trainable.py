@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxoto.errors import ModelError
-from onnxoto.graph import default_opset, fresh_name, infer_shapes, producers, taken_names
-from onnxoto.ops import ALL, FLOAT_TYPES, attribute, no_gradient_inputs
-from onnxoto.train.kinds import BATCHNORM_MODES
+from ..errors import ModelError
+from ..graph import default_opset, fresh_name, infer_shapes, producers, taken_names
+from ..ops import ALL, FLOAT_TYPES, attribute, no_gradient_inputs
+from .kinds import BATCHNORM_MODES
 
 
 def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:

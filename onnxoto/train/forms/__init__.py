@@ -9,14 +9,14 @@ import copy
 
 import onnx
 
-from onnxoto.train.forms.activations import hard_sigmoid, hard_swish
-from onnxoto.train.forms.context import Context, NotNeeded, Unsupported
-from onnxoto.train.forms.conv_transpose import conv_transpose
-from onnxoto.train.forms.indexing import pad, slice_
-from onnxoto.train.forms.layout import depth_to_space, space_to_depth
-from onnxoto.train.forms.param_map import ConvTransposeLayout, ParamMap
-from onnxoto.train.forms.pooling import average_pool, global_max_pool, reduce_max
-from onnxoto.train.forms.resize import resize
+from .activations import hard_sigmoid, hard_swish
+from .context import Context, NotNeeded, Unsupported
+from .conv_transpose import conv_transpose
+from .indexing import pad, slice_
+from .layout import depth_to_space, space_to_depth
+from .param_map import ConvTransposeLayout, ParamMap
+from .pooling import average_pool, global_max_pool, reduce_max
+from .resize import resize
 
 __all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable"]
 

@@ -1,8 +1,8 @@
 """Hard activations (no gradient registered in onnxruntime-training's CPU build) as Mul/Add/Clip."""
 import numpy as np
 
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context
+from ...ops import attribute
+from .context import Context
 
 
 def _hard_sigmoid(x: str, alpha: float, beta: float, ctx: Context, base: str, output: str | None = None) -> str:

@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxoto.graph import fresh_name, static_dims, taken_names
+from ...graph import fresh_name, static_dims, taken_names
 
 
 class Unsupported(Exception):

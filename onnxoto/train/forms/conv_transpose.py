@@ -5,9 +5,9 @@ ParamMap carries it back to the ConvTranspose layout for export.
 """
 import numpy as np
 
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context, Unsupported
-from onnxoto.train.forms.param_map import ConvTransposeLayout
+from ...ops import attribute
+from .context import Context, Unsupported
+from .param_map import ConvTransposeLayout
 
 
 def conv_transpose(node, ctx: Context) -> None:

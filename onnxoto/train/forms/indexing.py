@@ -2,8 +2,8 @@
 negative step (fails at run time) and Pad in reflect/edge/wrap mode (only constant trains)."""
 import numpy as np
 
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context, NotNeeded, Unsupported
+from ...ops import attribute
+from .context import Context, NotNeeded, Unsupported
 
 
 def slice_(node, ctx: Context) -> None:

@@ -1,6 +1,6 @@
 """DepthToSpace / SpaceToDepth (no gradient registered) as Reshape, Transpose, Reshape."""
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context, Unsupported
+from ...ops import attribute
+from .context import Context, Unsupported
 
 
 def depth_to_space(node, ctx: Context) -> None:

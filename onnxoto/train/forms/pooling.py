@@ -2,8 +2,8 @@
 dies of SIGFPE in onnxruntime-training 1.19.2 CPU) as a depthwise Conv with a constant kernel."""
 import numpy as np
 
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context, Unsupported
+from ...ops import attribute
+from .context import Context, Unsupported
 
 
 def global_max_pool(node, ctx: Context) -> None:

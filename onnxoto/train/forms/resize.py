@@ -2,8 +2,8 @@
 Reshape/Expand/Reshape, other nearest as Gather, linear as MatMul with interpolation matrices."""
 import numpy as np
 
-from onnxoto.ops import attribute
-from onnxoto.train.forms.context import Context, Unsupported
+from ...ops import attribute
+from .context import Context, Unsupported
 
 _MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
 
