@@ -8,7 +8,7 @@ import sys
 import click
 import numpy as np
 
-from .errors import OnnxotoError
+from .errors import OnnxotoError, OptionError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # the bundled demo model and data
 
@@ -27,11 +27,35 @@ def user_errors(command):
     return wrapper
 
 
+def quiet_option(command):
+    """--quiet: no progress bars and no per-epoch lines; results and errors still print."""
+    def set_quiet(ctx, param, value):
+        from . import progress
+        progress.set_quiet(value)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
+                        help="No progress bars or per-epoch lines (results and errors still print).")(command)
+
+
+def log_line(line):
+    """A line of progress for a log (one per epoch); dropped with --quiet."""
+    from . import progress
+    if not progress.is_quiet():
+        click.echo(line, err=True)
+
+
 def write_json(path, data):
     """Write JSON atomically: a temp file next to it, then rename."""
+    write_text(path, json.dumps(data, indent=2))
+
+
+def write_text(path, text):
+    """Write atomically: a temp file next to it, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OptionError(f"{path}: folder {folder} does not exist")
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -50,17 +74,21 @@ def input_shape_option(command):
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "json_path", type=click.Path(), help="Also write the groups as JSON to this file.")
+@click.option("--html", "html_path", type=click.Path(),
+              help="Also write a page of the groups in layer order, coloured by prunable share or blocking reason.")
 @input_shape_option
 @user_errors
-def analyze(model, json_path, input_shape):
+def analyze(model, json_path, html_path, input_shape):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
-    from .report import analysis_json, analysis_text
+    from .report import analysis_html, analysis_json, analysis_text
     analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)))
     click.echo(analysis_text(analysis))
     click.echo(graph.describe_sizes(analysis.model))
     if json_path:
         write_json(json_path, analysis_json(analysis))
+    if html_path:
+        write_text(html_path, analysis_html(analysis))
 
 
 @main.command()
@@ -71,6 +99,7 @@ def analyze(model, json_path, input_shape):
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets and inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the certificate as JSON to this file.")
 @input_shape_option
+@quiet_option
 @user_errors
 def verify(model, data, subsets, seed, json_path, input_shape):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
@@ -122,6 +151,7 @@ def prune_options(defaults=None, only=None):
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
 @input_shape_option
+@quiet_option
 @user_errors
 def prune(model, data, val, output, report_dir, resume_dir, input_shape, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
@@ -131,7 +161,7 @@ def prune(model, data, val, output, report_dir, resume_dir, input_shape, **setti
     options = PruneOptions(**settings, input_shapes=graph.parse_input_shapes(input_shape))
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
-                       resume=resume_dir is not None, log=lambda line: click.echo(line, err=True))
+                       resume=resume_dir is not None, log=log_line)
     if not result.is_root:
         return
     click.echo(summary_text(result))
@@ -177,6 +207,7 @@ DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "bat
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md here.")
 @click.option("-o", "--output", type=click.Path(), default="fmnist_resnet.pruned.onnx", show_default=True)
 @prune_options(defaults=DEMO, only={"epochs"})
+@quiet_option
 @user_errors
 def demo(report_dir, output, **settings):
     """Prune half the FLOPs of the bundled Fashion-MNIST ResNet with HESSO (cross-entropy plus distillation
@@ -186,7 +217,7 @@ def demo(report_dir, output, **settings):
     options = PruneOptions(**{**DEMO, **settings})
     result = run_prune(os.path.join(DATA, "fmnist_resnet.onnx"), os.path.join(DATA, "fmnist_train.npz"), output,
                        val=os.path.join(DATA, "fmnist_test.npz"), options=options, workdir=report_dir,
-                       log=lambda line: click.echo(line, err=True))
+                       log=log_line)
     click.echo(summary_text(result))
     if report_dir:
         write_report(result, report_dir)
@@ -200,6 +231,7 @@ def demo(report_dir, output, **settings):
 @click.option("--repeats", type=int, default=30, show_default=True, help="Timed runs per latency (median).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the comparison as JSON.")
 @input_shape_option
+@quiet_option
 @user_errors
 def bench(dense, pruned, data, batch, repeats, json_path, input_shape):
     """Compare DENSE and PRUNED: params, FLOPs, file size, CPU latency (batch 1 and N), metric."""

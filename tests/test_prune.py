@@ -59,7 +59,8 @@ def test_resume_after_interruption_gives_the_same_weights(fmnist_small, tmp_path
     options = dict(epochs=2, batch_size=64, target_sparsity=0.4, seed=3)
     train = str(fmnist_small / "fmnist_train.npz")
     model = os.path.join(DATA, "fmnist_resnet.onnx")
-    prune(model, train, str(tmp_path / "full.onnx"), options=PruneOptions(**options), log=lambda s: None)
+    uninterrupted = prune(model, train, str(tmp_path / "full.onnx"), options=PruneOptions(**options),
+                          log=lambda s: None)
 
     def interrupt(line):
         if line.startswith("epoch 1/"):
@@ -69,8 +70,9 @@ def test_resume_after_interruption_gives_the_same_weights(fmnist_small, tmp_path
         prune(model, train, str(tmp_path / "part.onnx"), options=PruneOptions(**options), workdir=str(work),
               log=interrupt)
     assert not (tmp_path / "part.onnx").exists()  # nothing half-written
-    prune(model, train, str(tmp_path / "resumed.onnx"), options=PruneOptions(**options), workdir=str(work),
-          resume=True, log=lambda s: None)
+    resumed_run = prune(model, train, str(tmp_path / "resumed.onnx"), options=PruneOptions(**options),
+                        workdir=str(work), resume=True, log=lambda s: None)
+    assert resumed_run.trace == uninterrupted.trace  # the report's loss curve survives the interruption
     full, resumed = weights_of(tmp_path / "full.onnx"), weights_of(tmp_path / "resumed.onnx")
     assert full.keys() == resumed.keys()
     for name in full:

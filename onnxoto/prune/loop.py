@@ -1,11 +1,10 @@
 """The training loop: shuffled batches, the sparse optimizer's step in place, checkpoints to resume from."""
 import math
 import os
-import sys
-import time
 
 import numpy as np
 
+from .. import progress
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
 from ..train import LABELS, Dataset
@@ -14,6 +13,7 @@ from .clock import Clock
 CHECKPOINT = "checkpoint.npz"
 TEACHER = "onnxoto.teacher:"  # dataset key prefix of the teacher's outputs, computed once
 TEACHER_CACHE_BYTES = 512 << 20  # past this the teacher runs at every step instead
+TRACE_POINTS = 1000  # about this many (step, loss, group sparsity) points per run, for the report's curve
 
 
 class TrainingStopped(OnnxotoError):
@@ -61,38 +61,48 @@ def epoch_batches(dataset, batch_size, seed, epoch):
 
 
 def train(session, optimizer, dataset, options, workdir, teacher=None, resume=False, log=None, history=None,
-          comm=None, on_epoch=None, clock=None):
+          comm=None, on_epoch=None, clock=None, trace=None):
     """Run every step; returns the history of per-epoch records. Checkpoints go to workdir (from rank 0).
 
-    on_epoch(): extra numbers for the epoch's record (the validation metric). clock: times the phases."""
+    on_epoch(): extra numbers for the epoch's record (the validation metric). clock: times the phases.
+    trace: a list that gets [step, loss, group sparsity] every few steps (TRACE_POINTS per run)."""
     comm = comm or Communicator()
     clock = clock or Clock()
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     base_lr = options.learning_rate(session.loss.form)
     history = history if history is not None else []
+    trace = trace if trace is not None else []
+    stride = max(1, options.epochs * steps_per_epoch // TRACE_POINTS)
     start_epoch, skip = 0, 0
     if resume:
-        start_epoch, skip, history = load_checkpoint(workdir, session, optimizer)
+        start_epoch, skip, history = load_checkpoint(workdir, session, optimizer, trace)
     log = log or (lambda line: None)
     position = (start_epoch, skip)  # where a resumed run starts: (epoch, steps of it already done)
     try:
         for epoch in range(start_epoch, options.epochs):
-            losses, started = [], time.perf_counter()
-            for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
-                if epoch == start_epoch and step < skip:
-                    continue
-                with clock.phase("training steps"):
-                    loss = train_step(session, batch, teacher, comm)
-                if not math.isfinite(loss):
-                    raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower --lr "
-                                          "(with --report DIR the last good checkpoint is kept there)")
-                optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
-                                                  epoch * steps_per_epoch + step, options.epochs * steps_per_epoch)
-                with clock.phase("training steps"):
-                    optimizer.step(session.grads)
-                losses.append(loss)
-                position = (epoch, step + 1)
-                _progress(epoch, step, steps_per_epoch, options.epochs, loss, optimizer.metrics(), started)
+            losses = []
+            desc = f"epoch {epoch + 1}/{options.epochs}"
+            with progress.bar(total=steps_per_epoch, desc=desc, hidden=not comm.is_root) as bar:
+                for step, batch in enumerate(epoch_batches(dataset, options.batch_size, options.seed, epoch)):
+                    if epoch == start_epoch and step < skip:
+                        bar.update()
+                        continue
+                    with clock.phase("training steps"):
+                        loss = train_step(session, batch, teacher, comm)
+                    if not math.isfinite(loss):
+                        raise TrainingStopped(f"loss became {loss} at epoch {epoch + 1} step {step + 1}: lower "
+                                              "--lr (with --report DIR the last good checkpoint is kept there)")
+                    optimizer.base.lr = learning_rate(base_lr, options.lr_decay and optimizer.schedule.end,
+                                                      epoch * steps_per_epoch + step,
+                                                      options.epochs * steps_per_epoch)
+                    with clock.phase("training steps"):
+                        optimizer.step(session.grads)
+                    losses.append(loss)
+                    position = (epoch, step + 1)
+                    _show(bar, loss, optimizer.metrics())
+                    at = epoch * steps_per_epoch + step
+                    if at % stride == 0:
+                        trace.append([at, loss, optimizer.metrics().get("group_sparsity", 0.0)])
             with clock.phase("validation"):
                 validation = on_epoch() if on_epoch else {}
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -102,13 +112,13 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
             comm.check_same(param_checksum(session.params))
             if comm.is_root:
                 with clock.phase("checkpoints"):
-                    save_checkpoint(workdir, session, optimizer, *position, history)
+                    save_checkpoint(workdir, session, optimizer, *position, history, trace)
             val = f", val {record['val_metric']:.4f}" if record.get("val_metric") is not None else ""
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}{val}")
     except KeyboardInterrupt:
         if comm.is_root:
-            save_checkpoint(workdir, session, optimizer, *position, history)
+            save_checkpoint(workdir, session, optimizer, *position, history, trace)
         raise TrainingStopped(f"interrupted: resume with --resume {workdir}") from None
     except BaseException:
         comm.fail()  # the other ranks must not wait on this one
@@ -140,18 +150,13 @@ def train_step(session, batch, teacher, comm):
     return loss
 
 
-def _progress(epoch, step, steps, epochs, loss, metrics, started):
-    if not sys.stderr.isatty():
-        return
-    done = step + 1
-    eta = (time.perf_counter() - started) / done * (steps - done)
-    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} step {done}/{steps} loss {loss:.4f} "
-                     f"sparsity {metrics.get('group_sparsity', 0):.3f} {metrics.get('phase', '')} eta {eta:.0f}s   ")
-    if done == steps:
-        sys.stderr.write("\n")
+def _show(bar, loss, metrics):
+    bar.update()
+    bar.set_postfix_str(f"loss {loss:.4f} sparsity {metrics.get('group_sparsity', 0):.3f} "
+                        f"{metrics.get('phase', '')}", refresh=False)
 
 
-def save_checkpoint(workdir, session, optimizer, epoch, step, history):
+def save_checkpoint(workdir, session, optimizer, epoch, step, history, trace=()):
     """Parameters, optimizer state and position, atomically (no pickle: plain arrays and numbers)."""
     arrays = {f"param/{k}": v for k, v in session.weights().items()}
     for k, v in optimizer.state_dict().items():
@@ -160,13 +165,15 @@ def save_checkpoint(workdir, session, optimizer, epoch, step, history):
     keys = sorted({k for record in history for k in record if isinstance(record[k], (int, float))})
     arrays["history_keys"] = np.array(keys)
     arrays["history"] = np.array([[float(r.get(k, np.nan) or 0.0) for k in keys] for r in history], np.float64)
+    arrays["trace"] = np.array(trace, np.float64).reshape(-1, 3)
     path = os.path.join(workdir, CHECKPOINT)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
-def load_checkpoint(workdir, session, optimizer):
+def load_checkpoint(workdir, session, optimizer, trace=None):
+    """Restores parameters and optimizer state; returns (epoch, step, history) and refills `trace`."""
     path = os.path.join(workdir, CHECKPOINT)
     if not os.path.isfile(path):
         raise OnnxotoError(f"--resume {workdir}: no checkpoint there")
@@ -178,6 +185,8 @@ def load_checkpoint(workdir, session, optimizer):
         epoch, step = (int(v) for v in data["position"])
         keys = [str(k) for k in data["history_keys"]]
         history = [dict(zip(keys, row.tolist())) for row in data["history"]]
+        if trace is not None and "trace" in data.files:
+            trace[:] = data["trace"].tolist()
     return epoch, step, history
 
 

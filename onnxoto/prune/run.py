@@ -8,16 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .. import dist, graph, groups
+from .. import dist, graph, groups, progress
 from ..groups import keep_all
 from ..errors import ModelError, OptionError
 from ..latency import LatencyTable, measure_table, measured_ratio, same_machine
 from ..report import latency_text, profile_pair
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
-from ..train import (TrainingSession, check_recalibration, load_data, loss_for, prepare_for_training,
+from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
 from ..verify import TOLERANCE, relative_difference, scale_floors
+from . import provenance
 from .batch import model_for_data, session_for
 from .clock import Clock
 from .metric import evaluate, metric_kind, session_model, training_model
@@ -51,6 +52,8 @@ class PruneResult:
     settings: dict = field(default_factory=dict)  # the options as run, defaults resolved (lr, loss, batchnorm)
     latency: dict = field(default_factory=dict)  # --target-latency: target, predicted and measured ratios
     seconds: dict = field(default_factory=dict)  # wall time per phase of the run ("training steps", ..., "total")
+    trace: list = field(default_factory=list)  # [step, loss, group sparsity] every few steps
+    schedule: dict = field(default_factory=dict)  # the pruning phase in steps: start, end, periods, total
 
 
 @dataclass
@@ -86,6 +89,8 @@ def prune(model, data, output=None, val=None, options=None, workdir=None, resume
           **overrides):
     """Train `model` (a path) on `data` with a sparse optimizer and write the cut model to `output`."""
     options = override(options or PruneOptions(), **overrides)
+    if options.device == "cuda":
+        check_cuda()
     comm = comm or dist.communicator(options.device)  # one process: a no-op
     clock = Clock()
     with clock.phase("total"):
@@ -101,17 +106,18 @@ def _prune(model, data, output, val, options, workdir, resume, log, comm, clock)
     try:
         job = _load(model, data, output or _default_output(model), val, options, comm,
                     log if comm.is_root else (lambda line: None), workdir, resume, clock)
-        trained, masks, history = _train(job, workdir, resume)
+        trained, masks, history, curve = _train(job, workdir, resume)
         if not comm.is_root:  # rank 0 alone cuts, certifies, writes and measures
-            result = _result(job, masks, history, float("nan"))
+            result = _result(job, masks, history, float("nan"), curve)
             result.is_root = False
             return result
         erased = _erased(job.analysis, masks)
         with clock.phase("cut and certificate"):
             pruned, diff = _cut_and_certify(job, trained, masks, erased)
-        _save_atomically(pruned, job.output)
+        result = _result(job, masks, history, diff, curve)
+        _save_atomically(provenance.stamp(pruned, job.model, result.settings, result.groups, diff), job.output)
         with clock.phase("measuring"):
-            return _measured(_result(job, masks, history, diff), job, pruned, erased)
+            return _measured(result, job, pruned, erased)
     finally:
         if not keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -175,7 +181,8 @@ def _loss(dense, dataset, options, data):
 
 
 def _train(job, workdir, resume):
-    """Train with the sparse optimizer; returns (the trained ModelProto, its keep masks, the history)."""
+    """Train with the sparse optimizer; returns (the trained ModelProto, its keep masks, the history, the
+    curve: the loss trace and the pruning schedule in steps)."""
     options, comm = job.options, job.comm
     batchnorm = options.batchnorm_mode(comm.size)
     prepared, param_map, trainable = _training_graph(job.dense, batchnorm)
@@ -195,11 +202,19 @@ def _train(job, workdir, resume):
         if job.val is not None and comm.is_root:
             on_epoch = lambda: {"val_metric": evaluate(_model_so_far(session, batchnorm, export, job),  # noqa: E731
                                                        job.val, job.metric, session_model(job.teacher))}
+        trace = []
         history = train(session, opt, job.shard, options, workdir, job.teacher, resume, job.log, comm=comm,
-                        on_epoch=on_epoch, clock=job.clock)
+                        on_epoch=on_epoch, clock=job.clock, trace=trace)
         with job.clock.phase("export and recalibration"):
             trained = export()
-    return trained, opt.keep_masks(), history
+    return trained, opt.keep_masks(), history, (trace, _schedule(opt, job))
+
+
+def _schedule(opt, job):
+    """When the optimizer pruned, in steps, for the report's curve."""
+    per_epoch = -(-len(job.shard) // job.options.batch_size)
+    return {"start": opt.schedule.start, "end": opt.schedule.end, "periods": opt.schedule.periods,
+            "steps_per_epoch": per_epoch, "total": job.options.epochs * per_epoch}
 
 
 def _first_steps(job):
@@ -303,10 +318,8 @@ def _cut_and_certify(job, trained, masks, erased):
 
 
 def _measured(result, job, pruned, erased):
-    """The result with the settings as run, the erased branches, and both models' latency and metric."""
+    """The result with the erased branches, and both models' latency and metric."""
     options, analysis = job.options, job.analysis
-    result.settings = options.resolved(job.loss.form, job.comm.size)
-    result.settings["round_to"] = job.round_to
     if options.target_latency is not None:
         result.latency = _latency_check(job, pruned, result.keep)
     result.erased = [{"id": u.id, "nodes": u.nodes, "params": u.param_count, "flops": u.flops,
@@ -348,7 +361,9 @@ def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
     """DESIGN.md §5 on real batches: the cut model against the trained one."""
     names = [i.name for i in trained.graph.input]
     worst = 0.0
-    for k, batch in enumerate(dataset.batches(batch_size)):
+    total = min(options.verify_batches, -(-len(dataset) // batch_size))
+    batches = progress.bar(dataset.batches(batch_size), total=total, desc="verify the cut", unit="batch")
+    for k, batch in enumerate(batches):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
@@ -356,9 +371,10 @@ def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
     return worst
 
 
-def _result(job, masks, history, diff):
-    """The result before measuring; `masks` are the optimizer's, where channels inside an erased
-    branch may leave a whole group (the cut keeps those through _complete_keep, the erasure removes them)."""
+def _result(job, masks, history, diff, curve):
+    """The result before measuring, with the settings as run; `masks` are the optimizer's, where channels
+    inside an erased branch may leave a whole group (the cut keeps those through _complete_keep, the erasure
+    removes them)."""
     analysis, options = job.analysis, job.options
     pruned_params, pruned_flops = analysis.predict_cost(_complete_keep(analysis, masks))
     keep = {g.id: np.asarray(masks.get(g.id, np.ones(g.num_zigs, bool)), bool) for g in analysis.prunable}
@@ -372,7 +388,9 @@ def _result(job, masks, history, diff):
         pruned={"params": int(pruned_params), "flops": int(pruned_flops)},
         verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=job.metric,
         groups=[{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "kept": int(keep[g.id].sum())}
-                for g in analysis.prunable])
+                for g in analysis.prunable],
+        settings={**options.resolved(job.loss.form, job.comm.size), "round_to": job.round_to},
+        trace=curve[0], schedule=curve[1])
 
 
 def _default_output(model):

@@ -1,6 +1,6 @@
 """What `onnxoto analyze` prints and writes."""
 from ..groups import prunable_params
-from .table import format_table, human
+from .table import format_table, human, share
 
 
 def analysis_json(analysis):
@@ -24,21 +24,18 @@ def analysis_text(analysis):
     rows = []
     for g in analysis.groups:
         status = "prunable" if g.prunable else f"no: {g.reason}"
-        rows.append([g.id, g.layer, g.num_zigs, _share(g.params, analysis.params),
-                     _share(g.flops, analysis.flops) if g.prunable else "-", status])
+        rows.append([g.id, g.layer, g.num_zigs, share(g.params, analysis.params),
+                     share(g.flops, analysis.flops) if g.prunable else "-", status])
     table = format_table(["group", "layer", "channels", "params", "flops", "prunable"], rows)
     prunable = prunable_params(analysis)
     summary = (f"{analysis.model.name}: {human(analysis.params)} params, {human(analysis.flops)} FLOPs, "
                f"{len(analysis.prunable)}/{len(analysis.groups)} groups prunable covering "
-               f"{_share(prunable, analysis.params)} of params (params/flops columns: removed if the whole group were cut)")
+               f"{share(prunable, analysis.params)} of params (params/flops columns: removed if the whole group were cut)")
     if analysis.erasable:
         units = format_table(["erasable branch", "join", "nodes", "params", "flops"],
-                             [[u.id, f"{u.kind} {u.join}", len(u.nodes), _share(u.param_count, analysis.params),
-                               _share(u.flops, analysis.flops)]
+                             [[u.id, f"{u.kind} {u.join}", len(u.nodes), share(u.param_count, analysis.params),
+                               share(u.flops, analysis.flops)]
                               for u in analysis.erasable])
         table = f"{table}\n\n{units}"
     return f"{table}\n\n{summary}"
 
-
-def _share(part, whole):
-    return f"{100.0 * part / whole:.1f}%" if whole else "-"

@@ -16,7 +16,7 @@ def report_json(result):
         "target_sparsity": result.target_sparsity, "target_flops": result.target_flops,
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
         "groups": result.groups, "erased": result.erased, "history": result.history, "settings": result.settings,
-        "latency": result.latency, "seconds": result.seconds,
+        "latency": result.latency, "seconds": result.seconds, "trace": result.trace, "schedule": result.schedule,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
@@ -80,10 +80,14 @@ def summary_text(result):
 
 
 def write_report(result, folder):
-    """report.json and report.md in `folder`."""
+    """report.json, report.md and report.html in `folder`."""
+    from .html import report_html
     os.makedirs(folder, exist_ok=True)
+    data = report_json(result)
     with open(os.path.join(folder, "report.json"), "w") as f:
-        json.dump(report_json(result), f, indent=2)
+        json.dump(data, f, indent=2)
+    with open(os.path.join(folder, "report.html"), "w") as f:
+        f.write(report_html(data))
     groups = format_table(["group", "layer", "channels", "kept"],
                           [[g["id"], g["layer"], g["channels"], g["kept"]] for g in result.groups])
     curve = format_table(["epoch", "loss", "group sparsity", "phase", f"val {result.metric or '-'}"],

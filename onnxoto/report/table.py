@@ -20,3 +20,8 @@ def human(n):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return f"{n:.0f}" if isinstance(n, float) else str(n)
+
+
+def share(part, whole):
+    """part/whole as a percentage with one decimal; '-' without a whole."""
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"

@@ -5,7 +5,7 @@ from ..lazy import lazy_exports
 
 _EXPORTS = {
     "Artifacts": "artifacts", "LossSpec": "artifacts", "build_artifacts": "artifacts", "loss_for": "artifacts",
-    "check_recalibration": "bn", "recalibrate_batchnorm": "bn",
+    "check_recalibration": "bn", "recalibrate_batchnorm": "bn", "check_cuda": "device",
     "Dataset": "data", "load_data": "data",
     "BATCHNORM_MODES": "kinds", "DEFAULT_TEMPERATURE": "kinds", "LOSSES": "kinds", "Loss": "kinds",
     "loss_from_labels": "kinds", "loss_named": "kinds",

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import progress
 from ..errors import ModelError
 from ..graph import default_opset, fresh_name, session as graph_session, taken_names
 from .data import Dataset
@@ -28,7 +29,10 @@ def recalibrate_batchnorm(model: onnx.ModelProto, dataset: Dataset, batches: int
     feed_names = [i.name for i in session.get_inputs()]
     fetched = [output for outputs in statistics.values() for output in outputs]
     totals = {name: _Moments() for name in statistics}
-    for k, batch in enumerate(dataset.batches(batch_size)):
+    total = -(-len(dataset) // batch_size)
+    total = total if batches is None else min(batches, total)
+    for k, batch in enumerate(progress.bar(dataset.batches(batch_size), total=total, desc="recalibrate BatchNorm",
+                                           unit="batch")):
         if batches is not None and k >= batches:
             break
         values = iter(session.run(fetched, {name: batch[name] for name in feed_names}))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import graph, groups as grouping
+from .. import graph, groups as grouping, progress
 from ..child import run_child, step
 from ..errors import ModelError
 from ..graph import producers, run, with_outputs
@@ -175,12 +175,12 @@ def certify(analysis, subsets=3, seed=0, feeds=None):
         raise ModelError(f"{model.name}: the model itself does not run on inputs {shapes} "
                          f"({str(exc).splitlines()[0][:160]})") from None
     cert = Certificate(len(analysis.groups), len(analysis.prunable), units_total=len(analysis.erasable))
-    for group in analysis.prunable:
+    for group in progress.bar(analysis.prunable, desc="certify groups", unit="group"):
         for size in subset_sizes(group.num_zigs, subsets):
             removed = rng.choice(group.num_zigs, size=size, replace=False)
             step(f"checking group {group.id} ({size} ZIGs cut)")
             cert.checks.append(check_group(model, analysis.groups, group, removed, feeds))
-    for unit in analysis.erasable:
+    for unit in progress.bar(analysis.erasable, desc="certify branches", unit="branch"):
         step(f"checking erasable branch {unit.id}")
         cert.unit_checks.append(check_unit(model, analysis.groups, unit, feeds))
     return cert
