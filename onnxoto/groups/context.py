@@ -3,7 +3,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..graph import display_name, node_reads
-from ..ops import ADD, MUL, attribute
+from ..ops import ADD, attribute
 SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
 
 

@@ -17,8 +17,8 @@ def _differentiable_inputs(node: onnx.NodeProto) -> list[str]:
         return []
     inputs = [name for i, name in enumerate(node.input) if name and i not in excluded]
     # Names a subgraph (If/Loop/Scan body) reads from the outer scope count as its inputs.
-    for attribute in node.attribute:
-        for graph in [attribute.g, *attribute.graphs]:
+    for attr in node.attribute:
+        for graph in [attr.g, *attr.graphs]:
             inputs += [name for sub in graph.node for name in sub.input if name]
     return inputs
 
