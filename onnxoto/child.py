@@ -15,9 +15,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from . import errors
+from . import errors, progress
 from .errors import ModelError, OnnxotoError
 
 _STEP, _ERROR = "onnxoto-step: ", "onnxoto-error: "
@@ -41,23 +42,45 @@ def run_child(function, directory, what, timeout=None):
     signal is a ChildCrashed naming the signal and the child's last step."""
     package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-               ONNXOTO_CHILD="1")
-    try:
-        done = subprocess.run([sys.executable, "-m", "onnxoto.child", function, str(Path(directory).resolve())],
-                              cwd=directory, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        last = _last_step(exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or "")
-        raise ChildCrashed(f"{what}: onnxruntime ran over {timeout:g} s{last}", "timeout") from None
-    if done.returncode == 0:
+               ONNXOTO_CHILD="1", **progress.relay_environment())
+    args = [sys.executable, "-m", "onnxoto.child", function, str(Path(directory).resolve())]
+    returncode, stderr, timed_out = _run_relaying_bars(args, directory, env, timeout)
+    if timed_out:
+        raise ChildCrashed(f"{what}: onnxruntime ran over {timeout:g} s{_last_step(stderr)}", "timeout")
+    if returncode == 0:
         return
-    if done.returncode < 0:
-        name = _signal_name(-done.returncode)
-        raise ChildCrashed(f"{what}: onnxruntime crashed ({name}){_last_step(done.stderr)}", name)
-    kind, message = _last_error(done.stderr)
+    if returncode < 0:
+        name = _signal_name(-returncode)
+        raise ChildCrashed(f"{what}: onnxruntime crashed ({name}){_last_step(stderr)}", name)
+    kind, message = _last_error(stderr)
     error_class = getattr(errors, kind, None)
     if isinstance(error_class, type) and issubclass(error_class, OnnxotoError):
         raise error_class(message)
-    raise ModelError(f"{what}: {kind + ': ' if kind else ''}{message or f'exited with code {done.returncode}'}")
+    raise ModelError(f"{what}: {kind + ': ' if kind else ''}{message or f'exited with code {returncode}'}")
+
+
+def _run_relaying_bars(args, directory, env, timeout):
+    """Run the child; its relayed progress bars are drawn here, its other stderr lines kept.
+    Returns (exit code, the kept stderr, whether it was killed for running over `timeout` s)."""
+    process = subprocess.Popen(args, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, errors="replace")
+    expired = threading.Event()
+    timer = threading.Timer(timeout, lambda: (expired.set(), process.kill())) if timeout else None
+    if timer:
+        timer.start()
+    kept, bars = [], progress.Relayed()
+    try:
+        for line in process.stderr:
+            if line.startswith(progress.RELAY):
+                bars.draw(line[len(progress.RELAY):].rstrip("\n"))
+            else:
+                kept.append(line)
+        process.wait()
+    finally:
+        bars.close()
+        if timer:
+            timer.cancel()
+    return process.returncode, "".join(kept), expired.is_set()
 
 
 def step(text):

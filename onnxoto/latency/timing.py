@@ -6,14 +6,17 @@ import time
 
 import numpy as np
 
+from .. import progress
 
-def interleaved_ms(sessions, feeds, rounds=20, warmup=2):
-    """Lower-quartile wall time (ms) of one run of each session on the same `feeds`."""
+
+def interleaved_ms(sessions, feeds, rounds=20, warmup=2, desc="time sessions"):
+    """Lower-quartile wall time (ms) of one run of each session on the same `feeds`; a bar named `desc`
+    counts the rounds."""
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feeds)
     times = [[] for _ in sessions]
-    for _ in range(rounds):
+    for _ in progress.bar(range(rounds), desc=desc, unit="round"):
         for k, sess in enumerate(sessions):
             start = time.perf_counter()
             sess.run(None, feeds)

@@ -29,7 +29,9 @@ def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None, input_shapes=
     else:
         small, large = random_inputs(models[0], rng, batch=1), random_inputs(models[0], rng, batch=batch)
     sessions = [graph.session(path) for path in paths]
-    ones, many = interleaved_ms(sessions, small, repeats), interleaved_ms(sessions, large, repeats)
+    name = os.path.basename(paths[-1])
+    ones = interleaved_ms(sessions, small, repeats, desc=f"{name} batch 1")
+    many = interleaved_ms(sessions, large, repeats, desc=f"{name} batch {len(next(iter(large.values())))}")
     out = []
     for path, model, one, n in zip(paths, models, ones, many):
         params, flops = model_cost(model)
