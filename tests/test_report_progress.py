@@ -109,3 +109,12 @@ def test_cuda_without_a_usable_gpu_is_one_line_naming_what_is_missing(small_data
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "no CUDA provider" in result.stderr and "onnxruntime-training-cpu" in result.stderr
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_profile_shows_a_bar_over_its_groups(tmp_path):
+    table = tmp_path / "table.json"
+    code, shown = run_on_terminal([*ONNXOTO, "profile", os.path.join(DATA, "fmnist_resnet.onnx"), "-o", str(table),
+                                   "--batch", "2", "--rounds", "2"])
+    assert code == 0, shown[-2000:]
+    assert re.search(r"profile group 1/\d+: +\d+%\|", shown), shown
+    assert table.exists()

@@ -35,7 +35,8 @@ def measure_table(analysis, batch=64, threads=None, provider="CPUExecutionProvid
     for k, g in enumerate(todo):
         widths = table_widths(g.num_zigs)
         keeps = [_keep(analysis, {g.id: w}) for w in widths]
-        times = interleaved_ms([dense] + [make(cut(model, analysis.groups, keep)) for keep in keeps], feeds, rounds)
+        times = interleaved_ms([dense] + [make(cut(model, analysis.groups, keep)) for keep in keeps], feeds, rounds,
+                               desc=f"profile group {k + 1}/{len(todo)}")
         dense_ms.append(times[0])
         groups[g.id] = {"channels": g.num_zigs, "widths": widths, "ratio": [t / times[0] for t in times[1:]],
                         "flops_ratio": [analysis.predict_cost(keep)[1] / analysis.flops for keep in keeps]}
@@ -52,7 +53,7 @@ def _calibrate(analysis, table, make, dense, feeds, rounds):
     if not plans or not table.groups:
         return []
     sessions = [make(cut(analysis.model, analysis.groups, _keep(analysis, w))) for w in plans]
-    times = interleaved_ms([dense] + sessions, feeds, rounds)
+    times = interleaved_ms([dense] + sessions, feeds, rounds, desc="profile joint cuts")
     return [{"additive": table.additive(w), "measured": 1.0 - t / times[0], "kept_fraction": f}
             for w, t, f in zip(plans, times[1:], CALIBRATION)]
 
