@@ -9,11 +9,12 @@ from .load import bring_versions_in_range, check_domains, default_opset, read_mo
 from .model import Model
 from .normalize import drop_unused_initializers, infer_shapes, normalize
 from .operands import node_reads
+from .store import has_external_data, is_large, save
 from .view import (dims, display_name, fresh_name, producers, readers, run, session, static_dims, taken_names,
                    with_initializers, with_outputs)
 
-__all__ = ["Model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto",
-           "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "run", "session",
+__all__ = ["Model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto", "has_external_data", "is_large",
+           "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "run", "save", "session",
            "static_dims", "taken_names", "with_initializers", "with_outputs"]
 
 
@@ -55,7 +56,7 @@ _ISOLATE_BELOW = 1 << 30  # bytes: a larger model would need external data to re
 def _normalized_in_child(proto, name):
     from ..child import run_child
     with tempfile.TemporaryDirectory(prefix="onnxoto-normalize-") as folder:
-        onnx.save(proto, os.path.join(folder, "model.onnx"))
+        save(proto, os.path.join(folder, "model.onnx"))
         with open(os.path.join(folder, "name"), "w") as f:
             f.write(name)
         run_child("onnxoto.graph:normalize_here", folder, name)
@@ -70,4 +71,4 @@ def normalize_here(folder):
     proto = onnx.load(os.path.join(folder, "model.onnx"))
     sizes = ", ".join(f"{i.name} {declared(i)}" for i in proto.graph.input)
     step(f"folding the shape arithmetic at the input sizes {sizes}")
-    onnx.save(normalize(proto, name), os.path.join(folder, "normalized.onnx"))
+    save(normalize(proto, name), os.path.join(folder, "normalized.onnx"))

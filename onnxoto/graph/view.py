@@ -3,6 +3,7 @@ display name, fresh names, shapes with one convention, a proto with other initia
 and the one place that opens an onnxruntime session."""
 import os
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -85,15 +86,27 @@ def with_outputs(proto, names):
 
 
 def session(proto_or_path, threads=None, provider="CPUExecutionProvider"):
-    """An onnxruntime InferenceSession (on the CPU by default), quiet, of a ModelProto or a file."""
+    """An onnxruntime InferenceSession (on the CPU by default), quiet, of a ModelProto or a file.
+    A proto too large to serialize whole goes as its skeleton, its large initializers handed over
+    as arrays (kept alive with the session)."""
     import onnxruntime as ort
+
+    from .store import detached, is_large
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    source = proto_or_path if isinstance(proto_or_path, (str, os.PathLike)) else proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=[provider])
+    if isinstance(proto_or_path, (str, os.PathLike)):
+        return ort.InferenceSession(os.fspath(proto_or_path), options, providers=[provider])
+    arrays = values = None
+    if is_large(proto_or_path):
+        proto_or_path, arrays = detached(proto_or_path)
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays.values()]
+        options.add_external_initializers(list(arrays), values)
+    made = ort.InferenceSession(proto_or_path.SerializeToString(), options, providers=[provider])
+    made.onnxoto_initializers = arrays, values  # onnxruntime reads them in place: they must outlive the session
+    return made
 
 
 def run(proto, feeds):

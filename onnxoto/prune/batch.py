@@ -128,8 +128,8 @@ def batched_equals_rows(original, relaxed, feeds, what):
     """True if `relaxed` on all rows gives what `original` gives row by row; else the reason (one line)."""
     with tempfile.TemporaryDirectory(prefix="onnxoto-batch-") as folder:
         folder = Path(folder)
-        onnx.save(original, folder / "original.onnx")
-        onnx.save(relaxed, folder / "relaxed.onnx")
+        graph.save(original, folder / "original.onnx")
+        graph.save(relaxed, folder / "relaxed.onnx")
         np.savez(folder / "feeds.npz", **feeds)
         try:
             run_child("onnxoto.prune.batch:compare_here", folder, what)

@@ -6,7 +6,6 @@ import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from .. import dist, graph, groups, progress
 from ..groups import keep_all
@@ -115,7 +114,9 @@ def _prune(model, data, output, val, options, workdir, resume, log, comm, clock)
         with clock.phase("cut and certificate"):
             pruned, diff = _cut_and_certify(job, trained, masks, erased)
         result = _result(job, masks, history, diff, curve)
-        _save_atomically(provenance.stamp(pruned, job.model, result.settings, result.groups, diff), job.output)
+        # the weights go beside the file as they came, or when they are too large for one file
+        graph.save(provenance.stamp(pruned, job.model, result.settings, result.groups, diff), job.output,
+                   external=graph.has_external_data(job.model) or None)
         with clock.phase("measuring"):
             return _measured(result, job, pruned, erased)
     finally:
@@ -402,17 +403,3 @@ def _check_output(output):
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise OptionError(f"-o {output}: folder {folder} does not exist")
-
-
-def _save_atomically(proto, output):
-    """Write to a temporary file beside the target, then rename: never a half-written model."""
-    folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
+from .. import graph
 from ..child import ChildCrashed, run_child, step
 from ..errors import DataError, ModelError
 from .inputs import has_free_sizes, has_symbolic_batch, random_inputs
@@ -31,7 +31,7 @@ def probe(proto, feeds, what):
     """Run `proto` on `feeds` in a child process; a refusal or a crash is returned as Probe.error."""
     with tempfile.TemporaryDirectory(prefix="onnxoto-probe-") as folder:
         folder = Path(folder)
-        onnx.save(proto, folder / _MODEL)
+        graph.save(proto, folder / _MODEL)
         np.savez(folder / _FEEDS, **feeds)
         try:
             run_child("onnxoto.verify.probe:run_here", folder, what)
