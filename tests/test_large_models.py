@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxoto import graph
+from onnxoto import graph, groups
 from onnxoto.errors import ModelError
 from onnxoto.graph import store
 from onnxoto.prune import PruneOptions, prune
@@ -78,3 +78,16 @@ def test_prune_writes_external_data_when_the_model_came_with_it(tmp_path):
     assert graph.has_external_data(out)
     dense, pruned = graph.load(source), graph.load(out)
     assert sum(t.ByteSize() for t in pruned.graph.initializer) < sum(t.ByteSize() for t in dense.graph.initializer)
+
+
+@pytest.mark.parametrize("name", ["transformer.onnx", "transformer_dynamo.onnx", "mobilenetv2_dynamo.onnx",
+                                  "decoder_llama.onnx"])
+def test_a_model_too_large_to_copy_is_folded_around_its_weights_to_the_same_groups(name, monkeypatch):
+    path = os.path.join(MODELS, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{name} is not in models/")
+    whole = groups.analyze(graph.load(path))
+    monkeypatch.setattr(store, "SAFE_SIZE", 0)
+    around = groups.analyze(graph.load(path))
+    assert [(g.id, g.num_zigs, g.reason) for g in around.groups] == [(g.id, g.num_zigs, g.reason) for g in whole.groups]
+    assert {t.name for t in around.model.graph.initializer} == {t.name for t in whole.model.graph.initializer}

@@ -8,6 +8,7 @@ from onnx import numpy_helper, shape_inference
 from ..errors import ModelError
 from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
+from .store import is_large
 from .symbolic import resolve_runtime_reshapes
 from .view import dims
 
@@ -153,6 +154,11 @@ def _fold_constants(model, name):
     if not _has_foldable_nodes(model.graph):
         _constant_nodes_to_initializers(model.graph)
         return model
+    return _fold_around_weights(model, name) if is_large(model) else _folded_copy(model, name)
+
+
+def _folded_copy(model, name):
+    """The model with its constants folded, as a new proto."""
     try:
         inferred = infer_shapes(model, name)
         folded = _folded(inferred, flatten=True)
@@ -170,6 +176,23 @@ def _fold_constants(model, name):
     folded.opset_import.extend(model.opset_import)
     _constant_nodes_to_initializers(folded.graph)
     return folded
+
+
+def _fold_around_weights(model, name):
+    """Fold a model too large to copy: its skeleton (the large weights as declared inputs) is folded, and
+    its nodes and small initializers replace the model's own; the weights are never copied."""
+    skeleton = _skeleton(model)
+    weights = {i.name for i in skeleton.graph.input} - {i.name for i in model.graph.input}
+    folded = _folded_copy(skeleton, name)
+    graph = model.graph
+    for k in reversed(range(len(graph.initializer))):
+        if graph.initializer[k].name not in weights:
+            del graph.initializer[k]
+    graph.initializer.extend(folded.graph.initializer)
+    for field in ("node", "value_info"):
+        del getattr(graph, field)[:]
+        getattr(graph, field).extend(getattr(folded.graph, field))
+    return model
 
 
 def _folded(model, flatten):

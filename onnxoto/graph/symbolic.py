@@ -5,6 +5,7 @@ ints or symbols, and the Reshape output gets its shape, so the channels stay kno
 from collections import Counter
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 
@@ -14,7 +15,7 @@ def resolve_runtime_reshapes(model_proto):
     graph = model_proto.graph
     shapes = _shapes(graph)
     producers = {o: n for n in graph.node for o in n.output}
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inits = _IntegerConstants(graph.initializer)
     resolved = False
     for node in graph.node:
         if node.op_type != "Reshape" or shapes.get(node.output[0]) is not None or node.input[0] not in shapes:
@@ -108,3 +109,22 @@ def _divide(numerator, denominator):
     if not left:
         return top // bottom
     return left[0] if len(left) == 1 and top == bottom else None
+
+
+class _IntegerConstants(dict):
+    """The integer initializers (shape arithmetic reads only those), as arrays on first use: a model's
+    weights are not copied."""
+
+    def __init__(self, initializers):
+        super().__init__((t.name, t) for t in initializers if t.data_type in _INTEGER_TYPES)
+
+    def __getitem__(self, name):
+        value = super().__getitem__(name)
+        if isinstance(value, onnx.TensorProto):
+            value = numpy_helper.to_array(value)
+            self[name] = value
+        return value
+
+
+_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
