@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxoto import graph, groups
+from onnxoto import graph, groups, surgery
 from onnxoto.errors import ModelError
 from onnxoto.graph import store
 from onnxoto.prune import PruneOptions, prune
@@ -91,3 +91,18 @@ def test_a_model_too_large_to_copy_is_folded_around_its_weights_to_the_same_grou
     around = groups.analyze(graph.load(path))
     assert [(g.id, g.num_zigs, g.reason) for g in around.groups] == [(g.id, g.num_zigs, g.reason) for g in whole.groups]
     assert {t.name for t in around.model.graph.initializer} == {t.name for t in whole.model.graph.initializer}
+
+
+def test_a_cut_too_large_to_serialize_is_checked_and_runs(monkeypatch):
+    proto = graph.read_model(MODEL)
+    model = graph.load(MODEL)
+    analysis = groups.analyze(model)
+    keep = groups.keep_all(analysis.prunable)
+    first = analysis.prunable[0]
+    keep[first.id][: first.num_zigs // 2] = False
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    expected = graph.session(surgery.cut(model, analysis.groups, keep)).run(None, {"x": x})[0]
+    monkeypatch.setattr(store, "SAFE_SIZE", 0)
+    cut = surgery.cut(model, analysis.groups, keep)  # the checker sees its skeleton
+    assert np.array_equal(graph.session(cut).run(None, {"x": x})[0], expected)
+    assert proto.graph.initializer  # the source is left as it was

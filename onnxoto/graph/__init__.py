@@ -9,11 +9,11 @@ from .load import bring_versions_in_range, check_domains, default_opset, read_mo
 from .model import Model
 from .normalize import drop_unused_initializers, infer_shapes, normalize
 from .operands import node_reads
-from .store import has_external_data, is_large, save
+from .store import check as check_model, has_external_data, is_large, save
 from .view import (dims, display_name, fresh_name, producers, readers, run, session, static_dims, taken_names,
                    with_initializers, with_outputs)
 
-__all__ = ["Model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto", "has_external_data", "is_large",
+__all__ = ["Model", "check_model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fresh_name", "from_proto", "has_external_data", "is_large",
            "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "run", "save", "session",
            "static_dims", "taken_names", "with_initializers", "with_outputs"]
 

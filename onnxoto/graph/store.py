@@ -4,6 +4,7 @@ both go tensor by tensor through a skeleton (the proto without its large initial
 import os
 import tempfile
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -55,14 +56,39 @@ def save(proto, path, external=None):
 def detached(proto, min_bytes=EXTERNAL_MIN_BYTES):
     """(the proto whose initializers of `min_bytes` or more are headers naming external data, those
     initializers as arrays): what onnxruntime's add_external_initializers takes."""
-    skeleton, arrays = _skeleton(proto), {}
+    large = {t.name for t in proto.graph.initializer if _nbytes(t) >= min_bytes}
+    arrays = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.name in large}
+    return _headers(proto, large), arrays
+
+
+def check(proto):
+    """onnx.checker on `proto`; one too large to serialize is checked without its large tensors' data."""
+    if is_large(proto):  # the large tensors as declared inputs: the checker reads a header's data file
+        skeleton = _skeleton(proto)
+        for tensor in proto.graph.initializer:
+            if _nbytes(tensor) >= EXTERNAL_MIN_BYTES:
+                skeleton.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                               list(tensor.dims)))
+            else:
+                skeleton.graph.initializer.append(tensor)
+        proto = skeleton
+    onnx.checker.check_model(proto)
+
+
+def _headers(proto, names):
+    """The skeleton of `proto` with the initializers in `names` as headers naming data held elsewhere."""
+    skeleton = _skeleton(proto)
     for tensor in proto.graph.initializer:
-        if _nbytes(tensor) >= min_bytes:
-            arrays[tensor.name] = numpy_helper.to_array(tensor)
-            _external_header(skeleton, tensor, "detached", 0, arrays[tensor.name].nbytes)
+        if tensor.name in names:
+            _external_header(skeleton, tensor, "detached", 0, _data_bytes(tensor))
         else:
             skeleton.graph.initializer.append(tensor)
-    return skeleton, arrays
+    return skeleton
+
+
+def _data_bytes(tensor):
+    count = int(np.prod(tensor.dims, dtype=np.int64)) if len(tensor.dims) else 1
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def _write_with_data_file(proto, path, data_name):

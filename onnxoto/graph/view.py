@@ -68,15 +68,18 @@ def with_initializers(proto, arrays):
     out.CopyFrom(proto)
     for k, init in enumerate(out.graph.initializer):
         if init.name in arrays:
-            array = arrays[init.name].astype(numpy_helper.to_array(init).dtype).reshape(tuple(init.dims))
+            array = arrays[init.name].astype(helper.tensor_dtype_to_np_dtype(init.data_type)).reshape(tuple(init.dims))
             out.graph.initializer[k].CopyFrom(numpy_helper.from_array(array, init.name))
     return out
 
 
-def with_outputs(proto, names):
-    """A copy of `proto` that also outputs `names` (typed, without shapes: a cut model's may differ)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
+def with_outputs(proto, names, copy=True):
+    """A copy of `proto` that also outputs `names` (typed, without shapes: a cut model's may differ);
+    copy=False: `proto` itself, changed (one made for this run: a copy of a large model costs seconds)."""
+    out = proto
+    if copy:
+        out = onnx.ModelProto()
+        out.CopyFrom(proto)
     have = {o.name for o in out.graph.output}
     known = {v.name: v.type.tensor_type.elem_type for v in [*out.graph.value_info, *out.graph.input]}
     for name in dict.fromkeys(names):

@@ -4,7 +4,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ModelError
-from ..graph import drop_unused_initializers, infer_shapes, node_reads, producers, with_initializers
+from ..graph import check_model, drop_unused_initializers, infer_shapes, node_reads, producers, with_initializers
 from ..groups import reduced_shapes, removed_positions
 from ..ops import spec_of
 from .erase import remove_units
@@ -117,7 +117,7 @@ def cut(model, groups, keep, erased=()):
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
     proto = infer_shapes(proto, model.name)
     try:
-        onnx.checker.check_model(proto)
+        check_model(proto)
     except Exception as exc:
         raise ModelError(f"cut model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     return proto

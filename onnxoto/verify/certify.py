@@ -99,8 +99,8 @@ def check_group(model, groups, group, removed, feeds):
     keep[group.id][removed] = False
     extra, floors = compared_tensors(model)
     try:
-        zeroed = run(with_outputs(zero_out(model, groups, keep), extra), feeds)
-        pruned = run(with_outputs(cut(model, groups, keep), extra), feeds)
+        zeroed = run(with_outputs(zero_out(model, groups, keep), extra, copy=False), feeds)
+        pruned = run(with_outputs(cut(model, groups, keep), extra, copy=False), feeds)
     except ModelError as exc:
         return Check(group.id, len(removed), float("inf"), str(exc))
     except Exception as exc:  # onnxruntime refusing the cut model is a failed check, reported as such
@@ -217,8 +217,8 @@ def check_unit(model, groups, unit, feeds):
     """Erasing a branch equals zeroing all its parameters."""
     extra, floors = compared_tensors(model)
     try:
-        zeroed = run(with_outputs(zero_units(model.proto, [unit]), extra), feeds)
-        erased = run(with_outputs(cut(model, groups, keep_all(groups), [unit]), extra), feeds)
+        zeroed = run(with_outputs(zero_units(model.proto, [unit]), extra, copy=False), feeds)
+        erased = run(with_outputs(cut(model, groups, keep_all(groups), [unit]), extra, copy=False), feeds)
     except Exception as exc:
         return Check(unit.id, 1, float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     n = len(model.output_names)
