@@ -20,13 +20,29 @@ def reshape_target(node, new, old, edit):
 
 
 def expand_shape(node, new, old, edit):
+    """Expand target: explicit sizes > 1 become the output's new size. A target computed at run time
+    from the cut tensor's own shape (transformers' repeat-KV) needs nothing where the input carries
+    every cut axis itself; only a target that broadcasts a cut axis must be a constant."""
     out_shape = new.get(node.output[0])
     if out_shape is None or out_shape == old.get(node.output[0]):
         return
     def fix(values):
         shift = len(out_shape) - len(values)
         return [s if v > 1 and isinstance(s, int) else v for v, s in zip(values, out_shape[shift:])]
-    edit.rewrite_vector(node, 1, fix)
+    try:
+        edit.rewrite_vector(node, 1, fix)
+    except ModelError:
+        if not _input_carries_cut(node, new, old):
+            raise
+
+
+def _input_carries_cut(node, new, old):
+    x, out = new.get(node.input[0]), new.get(node.output[0])
+    if x is None or out is None:
+        return False
+    shift = len(out) - len(x)
+    changed = [a for a, (n, o) in enumerate(zip(out, old[node.output[0]])) if n != o]
+    return all(a >= shift and x[a - shift] == out[a] for a in changed)
 
 
 def split_sizes(node, new, old, edit):
