@@ -16,6 +16,8 @@ class Record:
         self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
         self.roles = {}  # param dim -> "consumer" | "follower"
         self.divisors = []  # (node label, dim): values divided by, which must not become zero
+        self.io_inputs = {}  # graph input dim -> reason (allow_io_change: recorded instead of pinned)
+        self.io_outputs = {}  # graph output dim -> reason
 
 
 class NodeContext:

@@ -316,18 +316,22 @@ def _segments(ctx, whole, parts, role, whole_is_output):
         return ctx.pin_all(f"{ctx.label}: shape unknown")
     axis = ctx.attr("axis", 0) % rank
     start = 0
+    # along a symbolic axis (a KV cache's past + new positions) no channels live: only the others couple
+    symbolic = not isinstance(ctx.shape(whole)[axis], int)
     for part in parts:
         shape = ctx.shape(part)
-        if shape is None or not isinstance(shape[axis], int):
+        if shape is None or (not symbolic and not isinstance(shape[axis], int)):
             return ctx.pin_all(f"{ctx.label}: segment sizes unknown")
         for a in range(rank):
+            if a == axis and symbolic:
+                continue
             if a == axis:
                 ctx.offset(ctx.d(part, a), ctx.d(whole, a), start, role=role, whole_is_output=whole_is_output)
             elif whole_is_output:
                 ctx.same(ctx.d(part, a), ctx.d(whole, a), role)
             else:
                 ctx.same(ctx.d(whole, a), ctx.d(part, a), role)
-        start += shape[axis]
+        start += 0 if symbolic else shape[axis]
 
 
 def slice_rule(ctx):

@@ -21,8 +21,8 @@ def reshape_target(node, new, old, edit):
 
 def expand_shape(node, new, old, edit):
     """Expand target: explicit sizes > 1 become the output's new size. A target computed at run time
-    from the cut tensor's own shape (transformers' repeat-KV) needs nothing where the input carries
-    every cut axis itself; only a target that broadcasts a cut axis must be a constant."""
+    (transformers' repeat-KV: `Where(Equal(t, -1), 1, t)` over the input's own shape) is replaced by a
+    constant: 1 where the input carries the axis itself, the size where it broadcasts a static one."""
     out_shape = new.get(node.output[0])
     if out_shape is None or out_shape == old.get(node.output[0]):
         return
@@ -32,17 +32,26 @@ def expand_shape(node, new, old, edit):
     try:
         edit.rewrite_vector(node, 1, fix)
     except ModelError:
-        if not _input_carries_cut(node, new, old):
+        target = _constant_expand_target(new.get(node.input[0]), out_shape)
+        if target is None:
             raise
+        edit.set_sizes_input(node, 1, target)
 
 
-def _input_carries_cut(node, new, old):
-    x, out = new.get(node.input[0]), new.get(node.output[0])
-    if x is None or out is None:
-        return False
+def _constant_expand_target(x, out):
+    if x is None:
+        return None
     shift = len(out) - len(x)
-    changed = [a for a, (n, o) in enumerate(zip(out, old[node.output[0]])) if n != o]
-    return all(a >= shift and x[a - shift] == out[a] for a in changed)
+    target = []
+    for a, size in enumerate(out):
+        carried = a >= shift and x[a - shift] == size
+        if carried:
+            target.append(1)
+        elif isinstance(size, int):
+            target.append(size)
+        else:
+            return None
+    return target
 
 
 def split_sizes(node, new, old, edit):
