@@ -145,6 +145,9 @@ def prune_options(defaults=None, only=None):
             default = (defaults or {}).get(f.name, f.default)
             # choices are checked by PruneOptions, so a wrong one is a one-line error like any other
             metavar = f"[{'|'.join(meta['choices'])}]" if meta["choices"] else None
+            if meta["type"] is bool:  # a switch: --flag sets it
+                command = click.option(flag(f.name), f.name, is_flag=True, default=default, help=meta["help"])(command)
+                continue
             command = click.option(flag(f.name), f.name, type=meta["type"] or str, default=default,
                                    metavar=metavar, help=meta["help"],
                                    show_default=meta["show_default"] and default is not None)(command)

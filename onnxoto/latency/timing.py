@@ -8,14 +8,16 @@ import numpy as np
 
 
 def interleaved_ms(sessions, feeds, rounds=20, warmup=2):
-    """Lower-quartile wall time (ms) of one run of each session on the same `feeds`."""
-    for sess in sessions:
+    """Lower-quartile wall time (ms) of one run of each session on the same `feeds` (or a list of
+    feeds, one per session: a cut that changed the inputs' sizes)."""
+    feeds = feeds if isinstance(feeds, list) else [feeds] * len(sessions)
+    for sess, feed in zip(sessions, feeds):
         for _ in range(warmup):
-            sess.run(None, feeds)
+            sess.run(None, feed)
     times = [[] for _ in sessions]
     for _ in range(rounds):
         for k, sess in enumerate(sessions):
             start = time.perf_counter()
-            sess.run(None, feeds)
+            sess.run(None, feeds[k])
             times[k].append((time.perf_counter() - start) * 1000)
     return [float(np.percentile(t, 25)) for t in times]
