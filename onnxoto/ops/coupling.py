@@ -6,7 +6,7 @@ An op whose spec has no rule is a barrier: every axis it touches is pinned ("no 
 """
 from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pow_keeps_zero
 from .shapes import resolve_fresh_symbol
-from .spec import ADD, MUL
+from .spec import ADD, MUL, scalar
 
 # --- elementwise ---------------------------------------------------------------------------
 
@@ -276,7 +276,7 @@ def reduce_rule(sum_like, keeps_zero=True):
                 if sum_like:
                     ctx.contract(ctx.d(x, a))
                 else:
-                    ctx.pin(x, a, f"reduced over by {ctx.label}")
+                    ctx.pin(x, a, _reduced_reason(ctx, x))
                 out_axis += keep
                 continue
             ctx.same(ctx.d(x, a), ctx.d(out, out_axis), MUL if keeps_zero else ADD)
@@ -285,6 +285,17 @@ def reduce_rule(sum_like, keeps_zero=True):
             out_axis += 1
 
     return rule
+
+
+def _reduced_reason(ctx, x):
+    """Why a reduced axis is pinned; a mean of squares is an RMSNorm written as ops (Llama, Qwen)."""
+    source = ctx.producer(x)
+    squares = source is not None and (
+        (source.op_type == "Pow" and scalar(ctx.const(source.input[1])) == 2.0)
+        or (source.op_type == "Mul" and source.input[0] == source.input[1]))
+    if ctx.op == "ReduceMean" and squares:
+        return f"normalized over by an RMSNorm (mean of squares at {ctx.label})"
+    return f"reduced over by {ctx.label}"
 
 
 # --- data movement ---------------------------------------------------------------------------

@@ -57,7 +57,8 @@ class PruneOptions:
                                          "on several ranks).", choices=BATCHNORM_MODES, show_default=False)
     allow_io_change: bool = option(False, "Let groups change graph inputs and outputs they reach together (a KV "
                                           "cache: past/present lose the cut heads; the new shapes go to the report "
-                                          "and the model's metadata).", type=bool)
+                                          "and the model's metadata).", type=bool,
+                                  show_default=False)
     verify_batches: int = option(4, "Batches of the training data the certificate runs on.", cli=False)
     # input name -> sizes (-1 keeps a dim symbolic), from --input-shape (cli.py); empty: the data's sizes
     input_shapes: dict = field(default_factory=dict, metadata={"cli": False})
