@@ -9,6 +9,9 @@ Fortunes are split at the `%` lines; every 10th is held out. Tokens are UTF-8 by
         -> decoder_fortunes.onnx (TorchScript export, input_ids (N, S) -> logits), train.npz (input_ids
            windows for `prune`), heldout.npz
     python tools/train_decoder.py ppl MODEL.onnx /tmp/dec/heldout.npz     (needs onnxruntime only)
+    python tools/train_decoder.py bench /tmp/dec [--target-sparsity 0.3 --epochs 3 ...]
+        -> `onnxoto prune` of decoder_fortunes.onnx on train.npz (distillation), the held-out perplexity
+           before and after, what was cut per kind of group; JSON to bench/decoder_fortunes.json
 
 Run `train` with a python that has torch and transformers (/work/wt/torchenv); `ppl` with onnxoto's.
 """
@@ -76,6 +79,41 @@ def perplexity(model_path, data_path, batch=64):
     return math.exp(total / count)
 
 
+def bench(folder, target, epochs, batch, lr, extra, out_json):
+    """onnxoto prune on the training windows, then perplexities and the kept widths by kind of group."""
+    import subprocess
+
+    dense = os.path.join(folder, "decoder_fortunes.onnx")
+    pruned = os.path.join(folder, "decoder_fortunes.pruned.onnx")
+    report = os.path.join(folder, "report")
+    command = [sys.executable, "-m", "onnxoto", "prune", dense, "--data", os.path.join(folder, "train.npz"),
+               "-o", pruned, "--target-sparsity", str(target), "--epochs", str(epochs), "--batch-size", str(batch),
+               "--report", report, "--quiet"] + (["--lr", str(lr)] if lr else []) + extra
+    start = time.time()
+    done = subprocess.run(command, capture_output=True, text=True)
+    print(done.stdout[-3000:], done.stderr[-2000:])
+    if done.returncode:
+        sys.exit(done.returncode)
+    result = json.load(open(os.path.join(report, "report.json")))
+    kinds = {}
+    for g in result["groups"]:
+        kind = {2: "kv_groups", 256: "mlp_channels"}.get(g["channels"], str(g["channels"]))
+        kept, total = kinds.get(kind, (0, 0))
+        kinds[kind] = (kept + g["kept"], total + g["channels"])
+    held = os.path.join(folder, "heldout.npz")
+    info = {"command": " ".join(["onnxoto"] + command[3:]), "prune_seconds": round(time.time() - start),
+            "ppl_dense": perplexity(dense, held), "ppl_pruned": perplexity(pruned, held),
+            "removed": {k: f"{t - kept}/{t}" for k, (kept, t) in kinds.items()},
+            "params": [result["dense"]["params"], result["pruned"]["params"]],
+            "flops": [result["dense"]["flops"], result["pruned"]["flops"]],
+            "verified": result["verified"], "max_rel_diff": result["max_rel_diff"],
+            "train": json.load(open(os.path.join(folder, "train.json")))}
+    if out_json:
+        os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+        json.dump(info, open(out_json, "w"), indent=1)
+    print(json.dumps(info, indent=1))
+
+
 def train(corpus, out, steps, batch, lr, seed, prune_rows, held_rows):
     import torch
 
@@ -131,8 +169,18 @@ def main():
     p = sub.add_parser("ppl")
     p.add_argument("model")
     p.add_argument("data")
-    args = parser.parse_args()
-    if args.command == "train":
+    b = sub.add_parser("bench")
+    b.add_argument("folder")
+    b.add_argument("--target-sparsity", type=float, default=0.3)
+    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=None)
+    b.add_argument("--json", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                  "bench", "decoder_fortunes.json"))
+    args, extra = parser.parse_known_args()
+    if args.command == "bench":
+        bench(args.folder, args.target_sparsity, args.epochs, args.batch_size, args.lr, extra, args.json)
+    elif args.command == "train":
         train(args.corpus, args.out, args.steps, args.batch, args.lr, args.seed, args.prune_rows, args.held_rows)
     else:
         print(f"{perplexity(args.model, args.data):.3f}")
