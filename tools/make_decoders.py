@@ -25,6 +25,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(REPO, "models")
 MAX_OPSET, MAX_IR = 21, 10  # what onnxruntime-training 1.19 accepts
+EXTERNAL_OVER = 1_800_000_000  # weight bytes above which a file keeps its weights in external data (2 GB protobuf limit)
 
 SMALL = dict(hidden=64, layers=2, heads=8, kv_heads=2, intermediate=128, vocab=256)
 
@@ -160,7 +161,11 @@ def export(lm, path, exporter="legacy", cache=False):
 
 
 def bring_down(path):
-    """Loadable by onnxruntime-training 1.19 (opset <= 21, IR <= 10), one file, no stack traces."""
+    """Loadable by onnxruntime-training 1.19 (opset <= 21, IR <= 10), no stack traces; one file, or for
+    a model over 2 GB (the scale benchmark's) one external data file `<name>.data` beside it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    old_files = {e.value for t in onnx.load(path, load_external_data=False).graph.initializer
+                 for e in t.external_data if e.key == "location"}
     m = onnx.load(path)
     for node in m.graph.node:
         del node.metadata_props[:]
@@ -169,9 +174,17 @@ def bring_down(path):
     if opset > MAX_OPSET:
         m = onnx.version_converter.convert_version(m, MAX_OPSET)
     m.ir_version = min(m.ir_version, MAX_IR)
+    weight_bytes = sum(len(t.raw_data) for t in m.graph.initializer)
+    data = os.path.basename(path) + ".data"
+    for name in old_files:  # the exporter's own files (TorchScript writes one per tensor)
+        if os.path.exists(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
     if os.path.exists(path + ".data"):
         os.remove(path + ".data")
-    onnx.save(m, path)
+    if weight_bytes > EXTERNAL_OVER:
+        onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data)
+    else:
+        onnx.save(m, path)
 
 
 def check(path, module, lm, cache):
