@@ -9,6 +9,7 @@ Fortunes are split at the `%` lines; every 10th is held out. Tokens are UTF-8 by
         -> decoder_fortunes.onnx (TorchScript export, input_ids (N, S) -> logits), train.npz (input_ids
            windows for `prune`), heldout.npz
     python tools/train_decoder.py ppl MODEL.onnx /tmp/dec/heldout.npz     (needs onnxruntime only)
+    python tools/train_decoder.py data --corpus ... --out /tmp/dec --rows 4096   (more windows for prune)
     python tools/train_decoder.py bench /tmp/dec [--target-sparsity 0.3 --epochs 3 ...]
         -> `onnxoto prune` of decoder_fortunes.onnx on train.npz (distillation), the held-out perplexity
            before and after, what was cut per kind of group; JSON to bench/decoder_fortunes.json
@@ -177,7 +178,15 @@ def main():
     b.add_argument("--lr", type=float, default=None)
     b.add_argument("--json", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                   "bench", "decoder_fortunes.json"))
+    d = sub.add_parser("data")
+    d.add_argument("--corpus", required=True)
+    d.add_argument("--out", required=True)
+    d.add_argument("--rows", type=int, default=4096)
     args, extra = parser.parse_known_args()
+    if args.command == "data":  # more training windows for `prune` (same split, same seed)
+        tokens = split(args.corpus)[0]
+        np.savez(os.path.join(args.out, "train.npz"), input_ids=windows(tokens, args.rows, SEQ, np.random.default_rng(1)))
+        return
     if args.command == "bench":
         bench(args.folder, args.target_sparsity, args.epochs, args.batch_size, args.lr, extra, args.json)
     elif args.command == "train":
