@@ -65,6 +65,12 @@ def main():
     """Structured pruning of ONNX models: analyze, prune, verify."""
 
 
+def allow_io_change_option(command):
+    return click.option("--allow-io-change", is_flag=True,
+                        help="Let groups change graph inputs and outputs they reach together (a KV cache: "
+                             "past and present tensors lose the cut heads; the new shapes are reported).")(command)
+
+
 def input_shape_option(command):
     return click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:DIMS",
                         help="Bind an input's symbolic dims, e.g. images:1x3x640x640 (-1 keeps a dim symbolic; "
@@ -77,12 +83,14 @@ def input_shape_option(command):
 @click.option("--html", "html_path", type=click.Path(),
               help="Also write a page of the groups in layer order, coloured by prunable share or blocking reason.")
 @input_shape_option
+@allow_io_change_option
 @user_errors
-def analyze(model, json_path, html_path, input_shape):
+def analyze(model, json_path, html_path, input_shape, allow_io_change):
     """Show the pruning groups of MODEL, their cost, and why the others can't be pruned."""
     from . import graph, groups
     from .report import analysis_html, analysis_json, analysis_text
-    analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)))
+    analysis = groups.analyze(graph.load(model, input_shapes=graph.parse_input_shapes(input_shape)),
+                              allow_io_change=allow_io_change)
     click.echo(analysis_text(analysis))
     click.echo(graph.describe_sizes(analysis.model))
     if json_path:
@@ -99,9 +107,10 @@ def analyze(model, json_path, html_path, input_shape):
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets and inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the certificate as JSON to this file.")
 @input_shape_option
+@allow_io_change_option
 @quiet_option
 @user_errors
-def verify(model, data, subsets, seed, json_path, input_shape):
+def verify(model, data, subsets, seed, json_path, input_shape, allow_io_change):
     """Certify that cutting each prunable group of MODEL gives the outputs of zeroing it."""
     from . import graph, verify as verifier
     from .train import load_data
@@ -110,7 +119,8 @@ def verify(model, data, subsets, seed, json_path, input_shape):
     what = f"verify: {dense.name}"
     arrays = load_data(data, dense.proto).arrays if data else None
     feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
-    cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
+    cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what,
+                                 allow_io_change=allow_io_change)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
         click.echo(f"FAIL {check.group} ({check.removed} ZIGs cut): {detail}")
@@ -135,6 +145,9 @@ def prune_options(defaults=None, only=None):
             default = (defaults or {}).get(f.name, f.default)
             # choices are checked by PruneOptions, so a wrong one is a one-line error like any other
             metavar = f"[{'|'.join(meta['choices'])}]" if meta["choices"] else None
+            if meta["type"] is bool:  # a switch: --flag sets it
+                command = click.option(flag(f.name), f.name, is_flag=True, default=default, help=meta["help"])(command)
+                continue
             command = click.option(flag(f.name), f.name, type=meta["type"] or str, default=default,
                                    metavar=metavar, help=meta["help"],
                                    show_default=meta["show_default"] and default is not None)(command)

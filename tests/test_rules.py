@@ -147,6 +147,41 @@ def test_layer_norm_pins_the_normalized_axis_only():
     assert_unprunable(group_of(a, "ln.scale", 0), "normalized over by LayerNormalization")
 
 
+def test_rmsnorm_as_ops_pins_the_hidden_size_as_an_rmsnorm():
+    """Llama's RMSNorm exported as Pow/ReduceMean/Add/Sqrt/Div/Mul: the reason names it."""
+    n = Net()
+    h = n.op("MatMul", [n.input(shape=("N", 5, 16)), n.weight("w1", (16, 12))])
+    mean = n.op("ReduceMean", [n.op("Pow", [h, n.const("two", np.array(2.0, np.float32))]), n.ints("last", [-1])], keepdims=1)
+    rms = n.op("Sqrt", [n.op("Add", [mean, n.const("eps", np.array(1e-6, np.float32))])])
+    h = n.op("Mul", [n.op("Div", [h, rms]), n.weight("rms.scale", (12,), offset=1.0)])
+    n.op("MatMul", [h, n.weight("w2", (12, 4))], outputs=["y"])
+    a = analyze_checked(n.model("y", opset=18), run_check=False)
+    assert_unprunable(group_of(a, "w1", 1), "normalized over by an RMSNorm")
+
+
+def test_simplified_layer_norm_pins_the_normalized_axis():
+    """onnxruntime's fused RMSNorm (no ONNX schema: the file states its output shape)."""
+    n = Net()
+    h = n.op("MatMul", [n.input(shape=("N", 5, 16)), n.weight("w1", (16, 12))])
+    h = n.op("SimplifiedLayerNormalization", [h, n.weight("sln.scale", (12,), offset=1.0)], axis=-1, epsilon=1e-6)
+    n.op("MatMul", [h, n.weight("w2", (12, 4))], outputs=["y"])
+    proto = n.model("y")
+    proto.graph.value_info.append(onnx.helper.make_tensor_value_info(h, FLOAT, ["N", 5, 12]))
+    a = analyze_proto(proto)
+    assert_unprunable(group_of(a, "w1", 1), "normalized over by SimplifiedLayerNormalization")
+
+
+def test_concat_over_a_symbolic_axis_couples_the_others():
+    """A KV cache: past (N, 2, P, 8) and new keys (N, 2, S, 8) joined over positions; the heads pass."""
+    n = Net()
+    k = n.op("MatMul", [n.input(shape=("N", "S", 16)), n.weight("wk", (16, 16))])
+    k = n.op("Transpose", [n.op("Reshape", [k, n.ints("heads", [0, 0, 2, 8])])], perm=[0, 2, 1, 3])
+    both = n.op("Concat", [n.input("past", shape=("N", 2, "P", 8)), k], axis=2)
+    n.op("ReduceSum", [both, n.ints("axes", [2, 3])], outputs=["y"], keepdims=0)
+    g = group_of(analyze_checked(n.model("y"), run_check=False), "wk", 1)
+    assert_unprunable(g, "reaches graph input 'past'")  # the heads got there through the Concat
+
+
 def test_group_norm_is_unprunable():
     def middle(n, h):
         return n.op("GroupNormalization", [h, n.weight("gn.scale", (8,), offset=1.0), n.weight("gn.bias", (8,))],

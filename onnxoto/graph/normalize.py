@@ -9,7 +9,7 @@ from ..errors import ModelError
 from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
 from .store import is_large
-from .symbolic import resolve_runtime_reshapes
+from .symbolic import resolve_runtime_reshapes, unify_symbols
 from .view import dims
 
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
@@ -31,6 +31,7 @@ def normalize(model, name="model"):
         if not resolve_runtime_reshapes(model):
             break
         infer_shapes(model, name)
+    unify_symbols(model, _skeleton(model))
     return model
 
 

@@ -111,6 +111,41 @@ def _divide(numerator, denominator):
     return left[0] if len(left) == 1 and top == bottom else None
 
 
+def unify_symbols(model_proto, skeleton):
+    """Where ONNX inference left sizes it could not name (`unk__*`: a broadcast of two symbols, an
+    Expand to a run-time target), onnxruntime's symbolic inference, which merges equal symbols, names
+    them. Decoders need it: the rotary cos/sin are sized by a position count that ONNX inference does
+    not equate with the sequence length, so every tensor after them, and the repeat-KV Expand, lose
+    their sizes, and the Reshapes of heads cannot be matched. Shapes are only refined: a static size
+    is never changed; what the tool cannot infer stays as it was. Returns True if any shape changed."""
+    shapes = _shapes(model_proto.graph)
+    if not any(isinstance(d, str) and d.startswith("unk__") for shape in shapes.values() if shape for d in shape):
+        return False
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
+    except Exception:  # an op the tool does not know: keep ONNX's shapes
+        return False
+    if inferred is None:
+        return False
+    found = _shapes(inferred.graph)
+    changed = False
+    for value in [*model_proto.graph.value_info, *model_proto.graph.output]:
+        old, new = shapes.get(value.name), found.get(value.name)
+        if old is None or new is None or new == old or len(new) != len(old) or None in new:
+            continue
+        if any(isinstance(o, int) and n != o for o, n in zip(old, new)):
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, new):
+            if isinstance(size, int):
+                dim.Clear()
+                dim.dim_value = size
+            elif not dim.HasField("dim_value"):
+                dim.dim_param = size
+        changed = True
+    return changed
+
+
 class _IntegerConstants(dict):
     """The integer initializers (shape arithmetic reads only those), as arrays on first use: a model's
     weights are not copied."""

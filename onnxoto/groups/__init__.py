@@ -20,6 +20,7 @@ class Analysis:
     params: int = 0
     flops: int = 0
     erasable: list = field(default_factory=list)  # ErasableUnit: branches (of an Add or a Concat) removable whole
+    allow_io_change: bool = False  # groups may change graph inputs/outputs (Group.io)
 
     @property
     def prunable(self):
@@ -34,11 +35,12 @@ class Analysis:
         return model_cost(self.model, shapes)
 
 
-def analyze(model):
-    """Groups of a normalized graph.Model, with per-ZIG params and FLOPs."""
-    groups = build_groups(model)
+def analyze(model, allow_io_change=False):
+    """Groups of a normalized graph.Model, with per-ZIG params and FLOPs. allow_io_change: a group may
+    change graph inputs and outputs it reaches together (a KV cache), see build.couple."""
+    groups = build_groups(model, allow_io_change)
     params, flops = model_cost(model)
-    analysis = Analysis(model, groups, params, flops, find_erasable(model, groups))
+    analysis = Analysis(model, groups, params, flops, find_erasable(model, groups), allow_io_change)
     readers = {i: n for n in reversed(model.graph.node) for i in n.input}
     for g in groups:
         first = (g.producers or g.slices)[0].name

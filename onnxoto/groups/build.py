@@ -10,8 +10,12 @@ from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 SINGLE_CHANNEL = "a single channel: cutting it would remove the operator (see erasing)"
 
 
-def couple(model):
-    """Run every node's rule; return the DimSpace and the Record of zero behaviour."""
+def couple(model, allow_io_change=False):
+    """Run every node's rule; return the DimSpace and the Record of zero behaviour.
+
+    allow_io_change: graph inputs and outputs are not pinned but recorded (Record.io_inputs and
+    io_outputs); a group may then change the ones it reaches, if it reaches inputs and outputs both
+    (a KV cache fed back as it came out; an output alone, logits, stays)."""
     space, record = DimSpace(), Record()
     for node in model.graph.node:
         ctx = NodeContext(node, model, space, record)
@@ -29,9 +33,9 @@ def couple(model):
         else:
             spec.couple(ctx)
     for name in model.input_names:
-        _pin_tensor(model, space, name, f"reaches graph input '{name}'")
+        _pin_tensor(model, space, name, f"reaches graph input '{name}'", record.io_inputs if allow_io_change else None)
     for name in model.output_names:
-        _pin_tensor(model, space, name, f"reaches graph output '{name}'")
+        _pin_tensor(model, space, name, f"reaches graph output '{name}'", record.io_outputs if allow_io_change else None)
     return space, record
 
 
@@ -55,15 +59,20 @@ def _unknown_shape(model, node):
     return None
 
 
-def _pin_tensor(model, space, name, reason):
+def _pin_tensor(model, space, name, reason, io=None):
+    """Pin the tensor's channel axes, or (io given) record them there: dim -> reason."""
     for axis, size in enumerate(model.shapes.get(name) or ()):
         if isinstance(size, int) and size > 1 and model.is_float(name):
-            space.pin(space.dim(name, axis, size), reason)
+            d = space.dim(name, axis, size)
+            if io is None:
+                space.pin(d, reason)
+            else:
+                io[d] = reason
 
 
-def build_groups(model):
+def build_groups(model, allow_io_change=False):
     """All groups that own parameter slices, prunable or not (with the reason)."""
-    space, record = couple(model)
+    space, record = couple(model, allow_io_change)
     comps = space.solve()
     members = comps.members()
     groups = []
@@ -77,6 +86,9 @@ def build_groups(model):
         group = Group(id="", num_zigs=len(zigs), dims=dims, slices=slices)
         group.reason = _why_not_prunable(comps, record, set(signature), members, slices, model, space)
         group.prunable = not group.reason
+        if group.prunable:
+            group.io = sorted({space.keys[d][0] for c in signature for d in members[c]
+                               if d in record.io_inputs or d in record.io_outputs})
         groups.append(group)
     _name_groups(groups)
     return groups
@@ -142,7 +154,15 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
     if not any(s.role == PRODUCER for s in slices):
         return "no parameter produces these channels"
     in_group = {d for c in signature for d in members[c]}
-    zero = {d: model.is_param(space.keys[d][0]) and record.roles.get(d, PRODUCER) == PRODUCER for d in in_group}
+    reached_in = sorted(d for d in in_group if d in record.io_inputs)
+    reached_out = sorted(d for d in in_group if d in record.io_outputs)
+    if reached_out and not reached_in:
+        return record.io_outputs[reached_out[0]]
+    if reached_in and not reached_out:
+        return record.io_inputs[reached_in[0]]
+    # a graph input the group changes is fed zero where its channels go (the model's own cache)
+    zero = {d: (model.is_param(space.keys[d][0]) and record.roles.get(d, PRODUCER) == PRODUCER)
+            or d in record.io_inputs for d in in_group}
     for d in sorted((d for d in in_group if d in record.sources), key=record.order.get):
         if not zero[d]:
             zero[d] = _is_zero(record.sources[d], zero, in_group)

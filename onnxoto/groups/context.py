@@ -2,7 +2,7 @@
 import numpy as np
 from onnx import numpy_helper
 
-from ..graph import display_name, node_reads
+from ..graph import display_name, node_reads, producers
 from ..ops import ADD, attribute
 SENTINEL = None  # an ADD source that is never zero (a broadcast constant, a non-zero-preserving op)
 
@@ -16,6 +16,9 @@ class Record:
         self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
         self.roles = {}  # param dim -> "consumer" | "follower"
         self.divisors = []  # (node label, dim): values divided by, which must not become zero
+        self.io_inputs = {}  # graph input dim -> reason (allow_io_change: recorded instead of pinned)
+        self.io_outputs = {}  # graph output dim -> reason
+        self.producers = None  # tensor -> node, made on first use (NodeContext.producer)
 
 
 class NodeContext:
@@ -54,6 +57,12 @@ class NodeContext:
         if self.input(input_index):
             return None
         return self.attr(attr_name)
+
+    def producer(self, tensor):
+        """The node that writes `tensor`, or None (a graph input, an initializer)."""
+        if self.record.producers is None:
+            self.record.producers = producers(self.model.graph)
+        return self.record.producers.get(tensor)
 
     def is_param(self, tensor):
         return bool(tensor) and self.model.is_param(tensor)

@@ -43,6 +43,7 @@ class Group:
     flops: float = 0.0  # FLOPs removed if every ZIG but none were cut, linear estimate: flops_per_zig * num_zigs
     flops_per_zig: float = 0.0
     params_per_zig: float = 0.0
+    io: list = field(default_factory=list)  # graph inputs/outputs a cut changes (allow_io_change: a KV cache)
 
     @property
     def producers(self):

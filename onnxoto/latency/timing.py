@@ -10,15 +10,16 @@ from .. import progress
 
 
 def interleaved_ms(sessions, feeds, rounds=20, warmup=2, desc="time sessions"):
-    """Lower-quartile wall time (ms) of one run of each session on the same `feeds`; a bar named `desc`
-    counts the rounds."""
-    for sess in sessions:
+    """Lower-quartile wall time (ms) of one run of each session on the same `feeds` (or a list of
+    feeds, one per session: a cut that changed the inputs' sizes); a bar named `desc` counts the rounds."""
+    feeds = feeds if isinstance(feeds, list) else [feeds] * len(sessions)
+    for sess, feed in zip(sessions, feeds):
         for _ in range(warmup):
-            sess.run(None, feeds)
+            sess.run(None, feed)
     times = [[] for _ in sessions]
     for _ in progress.bar(range(rounds), desc=desc, unit="round"):
         for k, sess in enumerate(sessions):
             start = time.perf_counter()
-            sess.run(None, feeds)
+            sess.run(None, feeds[k])
             times[k].append((time.perf_counter() - start) * 1000)
     return [float(np.percentile(t, 25)) for t in times]

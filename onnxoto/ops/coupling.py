@@ -6,7 +6,7 @@ An op whose spec has no rule is a barrier: every axis it touches is pinned ("no 
 """
 from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pow_keeps_zero
 from .shapes import resolve_fresh_symbol
-from .spec import ADD, MUL
+from .spec import ADD, MUL, scalar
 
 # --- elementwise ---------------------------------------------------------------------------
 
@@ -276,7 +276,7 @@ def reduce_rule(sum_like, keeps_zero=True):
                 if sum_like:
                     ctx.contract(ctx.d(x, a))
                 else:
-                    ctx.pin(x, a, f"reduced over by {ctx.label}")
+                    ctx.pin(x, a, _reduced_reason(ctx, x))
                 out_axis += keep
                 continue
             ctx.same(ctx.d(x, a), ctx.d(out, out_axis), MUL if keeps_zero else ADD)
@@ -285,6 +285,17 @@ def reduce_rule(sum_like, keeps_zero=True):
             out_axis += 1
 
     return rule
+
+
+def _reduced_reason(ctx, x):
+    """Why a reduced axis is pinned; a mean of squares is an RMSNorm written as ops (Llama, Qwen)."""
+    source = ctx.producer(x)
+    squares = source is not None and (
+        (source.op_type == "Pow" and scalar(ctx.const(source.input[1])) == 2.0)
+        or (source.op_type == "Mul" and source.input[0] == source.input[1]))
+    if ctx.op == "ReduceMean" and squares:
+        return f"normalized over by an RMSNorm (mean of squares at {ctx.label})"
+    return f"reduced over by {ctx.label}"
 
 
 # --- data movement ---------------------------------------------------------------------------
@@ -316,18 +327,22 @@ def _segments(ctx, whole, parts, role, whole_is_output):
         return ctx.pin_all(f"{ctx.label}: shape unknown")
     axis = ctx.attr("axis", 0) % rank
     start = 0
+    # along a symbolic axis (a KV cache's past + new positions) no channels live: only the others couple
+    symbolic = not isinstance(ctx.shape(whole)[axis], int)
     for part in parts:
         shape = ctx.shape(part)
-        if shape is None or not isinstance(shape[axis], int):
+        if shape is None or (not symbolic and not isinstance(shape[axis], int)):
             return ctx.pin_all(f"{ctx.label}: segment sizes unknown")
         for a in range(rank):
+            if a == axis and symbolic:
+                continue
             if a == axis:
                 ctx.offset(ctx.d(part, a), ctx.d(whole, a), start, role=role, whole_is_output=whole_is_output)
             elif whole_is_output:
                 ctx.same(ctx.d(part, a), ctx.d(whole, a), role)
             else:
                 ctx.same(ctx.d(whole, a), ctx.d(part, a), role)
-        start += shape[axis]
+        start += 0 if symbolic else shape[axis]
 
 
 def slice_rule(ctx):

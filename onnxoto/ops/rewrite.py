@@ -20,13 +20,38 @@ def reshape_target(node, new, old, edit):
 
 
 def expand_shape(node, new, old, edit):
+    """Expand target: explicit sizes > 1 become the output's new size. A target computed at run time
+    (transformers' repeat-KV: `Where(Equal(t, -1), 1, t)` over the input's own shape) is replaced by a
+    constant: 1 where the input carries the axis itself, the size where it broadcasts a static one."""
     out_shape = new.get(node.output[0])
     if out_shape is None or out_shape == old.get(node.output[0]):
         return
     def fix(values):
         shift = len(out_shape) - len(values)
         return [s if v > 1 and isinstance(s, int) else v for v, s in zip(values, out_shape[shift:])]
-    edit.rewrite_vector(node, 1, fix)
+    try:
+        edit.rewrite_vector(node, 1, fix)
+    except ModelError:
+        target = _constant_expand_target(new.get(node.input[0]), out_shape)
+        if target is None:
+            raise
+        edit.set_sizes_input(node, 1, target)
+
+
+def _constant_expand_target(x, out):
+    if x is None:
+        return None
+    shift = len(out) - len(x)
+    target = []
+    for a, size in enumerate(out):
+        carried = a >= shift and x[a - shift] == size
+        if carried:
+            target.append(1)
+        elif isinstance(size, int):
+            target.append(size)
+        else:
+            return None
+    return target
 
 
 def split_sizes(node, new, old, edit):

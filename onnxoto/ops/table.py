@@ -102,6 +102,8 @@ SPECS = {
     "InstanceNormalization": OpSpec(couple=c.instance_norm, zero=zero.affine([1], [2])),
     "LayerNormalization": OpSpec(couple=c.layer_norm, zero=zero.affine([1], [2]),
                                  special="train.trainable adds its optional outputs, which the gradient builder reads"),
+    # onnxruntime's fused RMSNorm (default domain, no ONNX schema: its shapes come from the file's value_info)
+    "SimplifiedLayerNormalization": OpSpec(couple=c.layer_norm, zero=zero.affine([0, 1], [])),
     "GroupNormalization": OpSpec(couple=c.group_norm, zero=zero.affine([1], [2])),
     "LRN": OpSpec(couple=c.group_norm, zero=zero.first),
     "Softmax": OpSpec(couple=c.softmax, bounded=True),

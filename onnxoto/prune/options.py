@@ -55,6 +55,10 @@ class PruneOptions:
     batchnorm: str | None = option(None, "BatchNorm in training: batch statistics, running ones recalibrated "
                                          "after (default in one process), or frozen running statistics (default "
                                          "on several ranks).", choices=BATCHNORM_MODES, show_default=False)
+    allow_io_change: bool = option(False, "Let groups change graph inputs and outputs they reach together (a KV "
+                                          "cache: past/present lose the cut heads; the new shapes go to the report "
+                                          "and the model's metadata).", type=bool,
+                                  show_default=False)
     verify_batches: int = option(4, "Batches of the training data the certificate runs on.", cli=False)
     # input name -> sizes (-1 keeps a dim symbolic), from --input-shape (cli.py); empty: the data's sizes
     input_shapes: dict = field(default_factory=dict, metadata={"cli": False})

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dist, graph, groups, progress
-from ..groups import keep_all
+from ..groups import keep_all, removed_positions
 from ..errors import ModelError, OptionError
 from ..latency import LatencyTable, measure_table, measured_ratio, same_machine
 from ..report import latency_text, profile_pair
@@ -16,7 +16,7 @@ from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
-from ..verify import TOLERANCE, relative_difference, scale_floors
+from ..verify import TOLERANCE, io_feeds, kept_outputs, relative_difference, scale_floors
 from . import provenance
 from .batch import model_for_data, session_for
 from .clock import Clock
@@ -53,6 +53,7 @@ class PruneResult:
     seconds: dict = field(default_factory=dict)  # wall time per phase of the run ("training steps", ..., "total")
     trace: list = field(default_factory=list)  # [step, loss, group sparsity] every few steps
     schedule: dict = field(default_factory=dict)  # the pruning phase in steps: start, end, periods, total
+    io_shapes: dict = field(default_factory=dict)  # --allow-io-change: graph inputs/outputs the cut changed
 
 
 @dataclass
@@ -114,9 +115,10 @@ def _prune(model, data, output, val, options, workdir, resume, log, comm, clock)
         with clock.phase("cut and certificate"):
             pruned, diff = _cut_and_certify(job, trained, masks, erased)
         result = _result(job, masks, history, diff, curve)
+        result.io_shapes = provenance.io_changes(job.dense.proto, pruned)
         # the weights go beside the file as they came, or when they are too large for one file
-        graph.save(provenance.stamp(pruned, job.model, result.settings, result.groups, diff), job.output,
-                   external=graph.has_external_data(job.model) or None)
+        graph.save(provenance.stamp(pruned, job.model, result.settings, result.groups, diff, io_shapes=result.io_shapes),
+                   job.output, external=graph.has_external_data(job.model) or None)
         with clock.phase("measuring"):
             return _measured(result, job, pruned, erased)
     finally:
@@ -134,7 +136,10 @@ def _load(model, data, output, val, options, comm, log, workdir, resume, clock):
     # sizes from the data, a batch fixed to 1, the dense model run on the first batch in a child process
     fit = model_for_data(model, dense, dataset, data, options, log)
     dense = fit.model
-    analysis = groups.analyze(dense)
+    analysis = groups.analyze(dense, allow_io_change=options.allow_io_change)
+    if val is not None and any(g.io for g in analysis.prunable):
+        raise OptionError("--val with --allow-io-change: the metric of a model whose inputs change size is not "
+                          "measured yet; drop --val")
     val_set = load_data(val, dense.proto) if val is not None else None
     loss = _loss(dense, dataset, options, data)
     table = _latency_table(analysis, options, workdir, resume, log, comm) if options.needs_latency else None
@@ -311,7 +316,8 @@ def _cut_and_certify(job, trained, masks, erased):
     trained_model = graph.Model.from_proto(trained, job.dense.name)
     pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
     floors = scale_floors(trained_model, trained_model.output_names)
-    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch)
+    gone = removed_positions(job.analysis.groups, _complete_keep(job.analysis, masks))
+    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch, gone)
     if diff > TOLERANCE:
         raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                          "please report this model")
@@ -358,17 +364,22 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
-    """DESIGN.md §5 on real batches: the cut model against the trained one."""
+def _verify_on_data(trained, pruned, dataset, options, floors, batch_size, gone=None):
+    """DESIGN.md §5 on real batches: the cut model against the trained one. Inputs a cut changes (a KV
+    cache, --allow-io-change) are fed zero where the cut channels go to the trained model, without them
+    to the cut one; its outputs are compared where they survive (`gone`: groups.removed_positions)."""
     names = [i.name for i in trained.graph.input]
+    outputs = [o.name for o in trained.graph.output]
+    gone = gone or {}
     worst = 0.0
     total = min(options.verify_batches, -(-len(dataset) // batch_size))
     batches = progress.bar(dataset.batches(batch_size), total=total, desc="verify the cut", unit="batch")
     for k, batch in enumerate(batches):
         if k >= options.verify_batches:
             break
-        feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(graph.run(trained, feeds), graph.run(pruned, feeds), floors))
+        zeroed, cut_feeds = io_feeds({n: batch[n] for n in names if n in batch}, gone)
+        reference = kept_outputs(graph.run(trained, zeroed), outputs, gone)
+        worst = max(worst, relative_difference(reference, graph.run(pruned, cut_feeds), floors))
     return worst
 
 

@@ -17,6 +17,7 @@ def report_json(result):
         "group_sparsity": result.group_sparsity, "verified": result.verified, "max_rel_diff": result.max_rel_diff,
         "groups": result.groups, "erased": result.erased, "history": result.history, "settings": result.settings,
         "latency": result.latency, "seconds": result.seconds, "trace": result.trace, "schedule": result.schedule,
+        "io_shapes": result.io_shapes,
     }
     data["ratios"] = {k: ratio(result.pruned.get(k), result.dense.get(k)) for k in ("params", "flops")}
     return data
@@ -74,6 +75,9 @@ def summary_text(result):
     if result.erased:
         lines.append(f"erased {len(result.erased)} branches "
                      f"({100 * sum(u['flops_share'] for u in result.erased):.1f}% of FLOPs)")
+    if result.io_shapes:
+        changed = ", ".join(f"{name} {'x'.join(map(str, shape['after']))}" for name, shape in result.io_shapes.items())
+        lines.append(f"graph inputs/outputs changed (configure the runtime's cache): {changed}")
     lines.append(f"cut model {check} against the trained model (max rel diff {result.max_rel_diff:.2g}); "
                  f"written to {result.pruned_model}")
     return "\n".join(lines)

@@ -115,6 +115,7 @@ def cut(model, groups, keep, erased=()):
     drop_dead_nodes(graph)
     drop_unused_initializers(graph)
     _update_value_info(graph, new_shapes, {tensor for tensor, _ in removed})
+    _update_io(graph, new_shapes, removed)
     proto = infer_shapes(proto, model.name)
     try:
         check_model(proto)
@@ -168,6 +169,17 @@ def _update_value_info(graph, new_shapes, changed):
         kept.append(info)
     del graph.value_info[:]
     graph.value_info.extend(kept)
+
+
+def _update_io(graph, new_shapes, removed):
+    """A group that changes graph inputs/outputs (groups.analyze(allow_io_change=True): a KV cache)
+    cuts their declared sizes too."""
+    axes = {}
+    for tensor, axis in removed:
+        axes.setdefault(tensor, []).append(axis)
+    for value in [*graph.input, *graph.output]:
+        for axis in axes.get(value.name, ()):
+            value.type.tensor_type.shape.dim[axis].dim_value = new_shapes[value.name][axis]
 
 
 def drop_dead_nodes(graph):

@@ -98,17 +98,40 @@ def check_group(model, groups, group, removed, feeds):
     keep = {group.id: np.ones(group.num_zigs, bool)}
     keep[group.id][removed] = False
     extra, floors = compared_tensors(model)
+    gone = removed_positions(groups, keep)
+    zero_feeds, cut_feeds = io_feeds(feeds, gone)
     try:
-        zeroed = run(with_outputs(zero_out(model, groups, keep), extra, copy=False), feeds)
-        pruned = run(with_outputs(cut(model, groups, keep), extra, copy=False), feeds)
+        zeroed = run(with_outputs(zero_out(model, groups, keep), extra, copy=False), zero_feeds)
+        pruned = run(with_outputs(cut(model, groups, keep), extra, copy=False), cut_feeds)
     except ModelError as exc:
         return Check(group.id, len(removed), float("inf"), str(exc))
     except Exception as exc:  # onnxruntime refusing the cut model is a failed check, reported as such
         return Check(group.id, len(removed), float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    gone = removed_positions(groups, keep)
-    n = len(model.output_names)
-    kept = [_kept_part(t, name, gone) for t, name in zip(zeroed[n:], extra)]
-    return Check(group.id, len(removed), relative_difference(zeroed[:n] + kept, pruned, floors))
+    kept = [_kept_part(t, name, gone) for t, name in zip(zeroed, [*model.output_names, *extra])]
+    return Check(group.id, len(removed), relative_difference(kept, pruned, floors))
+
+
+def io_feeds(feeds, gone):
+    """(M0's feeds, M1's feeds) when a cut changes graph inputs (a KV cache, allow_io_change): M0 gets
+    zeros where the cut channels go, what the zeroed model itself would have cached, and M1 the input
+    without them. Unchanged inputs are the same arrays in both."""
+    zeroed, cut_feeds = dict(feeds), dict(feeds)
+    for name, array in feeds.items():
+        axes = [(axis, positions) for (tensor, axis), positions in gone.items() if tensor == name]
+        if not axes:
+            continue
+        zero = np.array(array, copy=True)
+        for axis, positions in axes:
+            index = [slice(None)] * zero.ndim
+            index[axis] = positions
+            zero[tuple(index)] = 0
+        zeroed[name], cut_feeds[name] = zero, _kept_part(array, name, gone)
+    return zeroed, cut_feeds
+
+
+def kept_outputs(outputs, names, gone):
+    """M0's outputs restricted to what survives the cut (outputs a cut changes: a KV cache)."""
+    return [_kept_part(t, name, gone) for t, name in zip(outputs, names)]
 
 
 def compared_tensors(model):
@@ -186,14 +209,15 @@ def certify(analysis, subsets=3, seed=0, feeds=None):
     return cert
 
 
-def certify_file(path, feeds, input_shapes=None, subsets=3, seed=0, what=None):
+def certify_file(path, feeds, input_shapes=None, subsets=3, seed=0, what=None, allow_io_change=False):
     """certify() of the model file at `path` on `feeds`, in a child process: onnxruntime dying on a
     cut model is one ModelError naming the group, not a dead command."""
     with tempfile.TemporaryDirectory(prefix="onnxoto-verify-") as folder:
         folder = Path(folder)
         np.savez(folder / "feeds.npz", **feeds)
         (folder / "job.json").write_text(json.dumps({"path": str(Path(path).resolve()), "subsets": subsets,
-                                                     "seed": seed, "input_shapes": input_shapes or {}}))
+                                                     "seed": seed, "input_shapes": input_shapes or {},
+                                                     "allow_io_change": allow_io_change}))
         run_child("onnxoto.verify.certify:certify_here", folder, what or f"verify: {Path(path).name}")
         state = json.loads((folder / "certificate.json").read_text())
     return Certificate(**{**state, "checks": [Check(**c) for c in state["checks"]],
@@ -208,7 +232,8 @@ def certify_here(folder):
         feeds = {name: data[name] for name in data.files}
     step("analyzing the model")
     shapes = {k: tuple(v) for k, v in job["input_shapes"].items()}
-    analysis = grouping.analyze(graph.load(job["path"], strict=True, input_shapes=shapes))
+    analysis = grouping.analyze(graph.load(job["path"], strict=True, input_shapes=shapes),
+                                allow_io_change=job.get("allow_io_change", False))
     cert = certify(analysis, subsets=job["subsets"], seed=job["seed"], feeds=feeds)
     (folder / "certificate.json").write_text(json.dumps(asdict(cert)))
 
