@@ -196,6 +196,7 @@ def _train(job, workdir, resume):
                                   model_name=job.dense.name, batchnorm=batchnorm, probe=_first_steps(job))
     with session:
         session.rows_per_run = job.rows_per_run
+        session.whole_inputs = graph.whole_inputs(job.dense.proto)
         export = functools.partial(_export, job, session, param_map, batchnorm)
         opt = _optimizer(job, session, zig_groups, batchnorm)
         on_epoch = None
@@ -222,7 +223,7 @@ def _first_steps(job):
     steps on it, where onnxruntime dying is an error naming the model. None on a rank with no rows."""
     first = next(job.shard.batches(job.rows_per_run or job.options.batch_size))
     names = job.dense.input_names
-    if not names or not len(first[names[0]]):
+    if not names or not graph.row_count({n: first[n] for n in names}, graph.whole_inputs(job.dense.proto)):
         return None
     return {n: first[n] for n in names}, targets_for(first, job.loss, job.teacher)
 
