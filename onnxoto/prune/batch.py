@@ -189,4 +189,7 @@ class RowWise:
     def run(self, names, feeds):
         rows = graph.row_count(feeds, self.whole)
         parts = [self.session.run(names, graph.take_rows(feeds, slice(i, i + 1), self.whole)) for i in range(rows)]
-        return [np.concatenate(outputs, axis=0) for outputs in zip(*parts)]
+        shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        names = names or list(shapes)  # an output without rows (a state 2 x batch x 128): the last row's
+        return [outputs[-1] if graph.fed_whole(shapes.get(name)) else np.concatenate(outputs, axis=0)
+                for name, outputs in zip(names, zip(*parts))]
