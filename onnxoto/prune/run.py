@@ -17,7 +17,7 @@ from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
-from ..verify import TOLERANCE, relative_difference, scale_floors
+from ..verify import TOLERANCE, argument_floors, outputs_and_arguments, relative_difference
 from . import provenance
 from .batch import model_for_data, session_for
 from .clock import Clock
@@ -310,8 +310,7 @@ def _cut_and_certify(job, trained, masks, erased):
     compares with the trained model itself: this also proves its zeros are exact."""
     trained_model = graph.Model.from_proto(trained, job.dense.name)
     pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
-    floors = scale_floors(trained_model, trained_model.output_names)
-    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch)
+    diff = _verify_on_data(trained_model, pruned, job.dataset, job.options, job.run_batch)
     if diff > TOLERANCE:
         raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                          "please report this model")
@@ -358,8 +357,12 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
-    """DESIGN.md §5 on real batches: the cut model against the trained one."""
+def _verify_on_data(trained_model, pruned, dataset, options, batch_size):
+    """DESIGN.md §5 on real batches: the cut model against the trained one, on their outputs and the arguments
+    of the bounded ops that make them (verify.outputs_and_arguments)."""
+    compared, floors = outputs_and_arguments(trained_model)
+    extra = compared[len(trained_model.output_names):]
+    trained, pruned = graph.with_outputs(trained_model.proto, extra), graph.with_outputs(pruned, extra)
     names = [i.name for i in trained.graph.input]
     worst = 0.0
     total = min(options.verify_batches, -(-len(dataset) // batch_size))
@@ -368,7 +371,9 @@ def _verify_on_data(trained, pruned, dataset, options, floors, batch_size):
         if k >= options.verify_batches:
             break
         feeds = {n: batch[n] for n in names if n in batch}
-        worst = max(worst, relative_difference(graph.run(trained, feeds), graph.run(pruned, feeds), floors))
+        reference = graph.run(trained, feeds)
+        scales = argument_floors(trained_model, compared, reference, floors)
+        worst = max(worst, relative_difference(reference, graph.run(pruned, feeds), scales))
     return worst
 
 
