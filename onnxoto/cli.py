@@ -117,7 +117,8 @@ def verify(model, data, subsets, seed, json_path, input_shape, allow_io_change):
     shapes = graph.parse_input_shapes(input_shape)
     dense = graph.load(model, strict=True, input_shapes=shapes)
     what = f"verify: {dense.name}"
-    arrays = load_data(data, dense.proto).arrays if data else None
+    dataset = load_data(data, dense.proto) if data else None
+    arrays = {**dataset.arrays, **dataset.constants} if dataset else None
     feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
     cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what,
                                  allow_io_change=allow_io_change)

@@ -70,3 +70,22 @@ def channel_shuffle_net(seed=0):
     mid = net.op("Relu", [net.conv(merged, 8, 6, k=1, name="branch_in")])
     mid = net.op("Relu", [net.conv(mid, 6, 6, k=3, group=6, name="branch_dw")])
     return net.model(net.conv(mid, 6, 4, k=1, name="branch_out"))
+
+
+def stateful_net(seed=0):
+    """Silero VAD's inputs in small: audio-like x (N, 3, 8, 8), a recurrent state (2, N, 4) whose batch is
+    on axis 1, and a scalar int64 sample rate `sr`; outputs `out` and the next state (2, N, 4). Conv -> Relu -> Conv -> pooled, concatenated with the
+    state (the Concat needs the state's batch to be x's) -> Gemm, scaled by sr / 16000. Conv1's channels
+    and the Gemm's input are prunable groups."""
+    net = Net(opset=13, seed=seed)
+    x = net.input("x", ("N", 3, 8, 8))
+    state = net.input("state", (2, "N", 4))
+    sr = net.input("sr", (), dtype=TensorProto.INT64)
+    h = net.op("Relu", [net.conv(x, 3, 6, name="conv1")])
+    h = net.op("Relu", [net.conv(h, 6, 5, name="conv2")])
+    pooled = net.op("Flatten", [net.op("GlobalAveragePool", [h])], axis=1)
+    carried = net.op("Flatten", [net.op("Transpose", [state], perm=[1, 0, 2])], axis=1)
+    y = net.linear(net.op("Concat", [pooled, carried], axis=1), 5 + 8, 3, name="fc")
+    rate = net.op("Div", [net.op("Cast", [sr], to=TensorProto.FLOAT), net.const("rate_16k", np.float32(16000))])
+    state_out = net.op("Tanh", [state], name="stateN")  # an output without rows, as Silero's stateN
+    return net.model([net.op("Mul", [y, rate], name="out"), state_out])

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from crash_models import batch_one_cnn, images, log_net, mask_and_index_net, sigfpe_below
+from crash_models import batch_one_cnn, images, log_net, mask_and_index_net, sigfpe_below, stateful_net
 from onnxoto import graph
 from onnxoto.cli import main
 from onnxoto.errors import ModelError, OptionError
@@ -152,13 +152,52 @@ def test_accumulated_row_gradients_equal_the_batch_gradient():
         np.testing.assert_allclose(grads[1][1][name], g, rtol=1e-4, atol=1e-6)
 
 
-def test_a_scalar_model_input_is_one_line_not_a_traceback(tmp_path):
-    """Silero VAD takes its sample rate as a scalar input: the data format has one row per sample."""
-    from edge_helpers import Net
-    net = Net(opset=13)
-    x = net.input("x", ("N", 3, 8, 8))
-    rate = net.input("rate", (), dtype=onnx.TensorProto.FLOAT)
-    model = net.model(net.op("Mul", [net.conv(net.op("Relu", [net.conv(x, 3, 4)]), 4, 2), rate]))
-    result = CliRunner().invoke(main, ["prune", saved(tmp_path, model), "--data",
-                                       data(tmp_path, x=images(4, 8), rate=np.array(2.0, np.float32))])
-    one_line_error(result, "'rate' is a scalar")
+def stateful_data(tmp_path, rows=16, state_batch=1, name="data.npz"):
+    rng = np.random.default_rng(1)
+    return data(tmp_path, name, x=images(rows, 8), sr=np.array(16000, np.int64),
+                state=rng.standard_normal((2, state_batch, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("state_batch, says", [(1, "one row at a time")])
+def test_scalar_and_state_inputs_are_fed_whole_to_every_run(tmp_path, state_batch, says):
+    """Silero VAD's sample rate (a 0-d input) and recurrent state (2 x batch x 128) are not rows: each array
+    is fed as it is to every run. A state of batch 1 against 8 rows of x makes the dense model run one row at a
+    time (its Concat needs the batches to agree)."""
+    out = tmp_path / "small.onnx"
+    result = CliRunner().invoke(main, ["prune", saved(tmp_path, stateful_net()), "--data",
+                                       stateful_data(tmp_path, state_batch=state_batch), "-o", str(out),
+                                       "--epochs", "2", "--batch-size", "8", "--target-sparsity", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert "cut model verified" in result.output
+    small = onnx.load(str(out))
+    assert {i.name for i in small.graph.input} == {"x", "state", "sr"}
+    assert sum(i.dims[0] for i in small.graph.initializer if i.name.startswith("conv1")) < 6 + 6  # cut
+    result = CliRunner().invoke(main, ["verify", saved(tmp_path, stateful_net()), "--data",
+                                       stateful_data(tmp_path, state_batch=state_batch)])
+    assert result.exit_code == 0 and "verified" in result.output, result.output
+
+
+def test_the_whole_input_rule_reads_the_declared_shape():
+    assert graph.fed_whole(()) and graph.fed_whole((2, "N", 128)) and graph.fed_whole((2, 1, 128))
+    assert not graph.fed_whole(("N", 3)) and not graph.fed_whole((1, 576)) and not graph.fed_whole(None)
+    assert graph.whole_inputs(stateful_net()) == {"state", "sr"}
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(sr=np.full(16, 16000, np.int64)), "'sr' has shape (16,), but the model input is a scalar"),
+    (dict(state=np.zeros((16, 1, 4), np.float32)), "'state' has shape (16, 1, 4), but the model input is of fixed"),
+    (dict(state=np.zeros((2, 8, 4), np.float32)), "its axis 1 is the batch ('N', axis 0 of the inputs that take rows)"),
+])
+def test_a_whole_input_of_the_wrong_shape_is_one_line(tmp_path, arrays, message):
+    feeds = dict(x=images(16, 8), sr=np.array(16000, np.int64), state=np.zeros((2, 1, 4), np.float32)) | arrays
+    result = CliRunner().invoke(main, ["prune", saved(tmp_path, stateful_net()), "--data", data(tmp_path, **feeds)])
+    one_line_error(result, message)
+
+
+def test_generated_inputs_give_a_whole_input_one_state_for_every_row(tmp_path):
+    model = graph.from_proto(stateful_net(), "stateful", strict=True)
+    feeds = random_inputs(model, np.random.default_rng(0), batch=4)
+    assert feeds["x"].shape[0] == 4 and feeds["state"].shape == (2, 1, 4) and feeds["sr"].shape == ()
+    result = CliRunner().invoke(main, ["verify", saved(tmp_path, stateful_net())])
+    assert result.exit_code == 0 and "verified" in result.output, result.output

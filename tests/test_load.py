@@ -283,3 +283,37 @@ def test_tensors_a_subgraph_reads_stay_alive_and_pinned():
     cut_proto = cut(analysis.model, analysis.groups, keep)
     assert "conv2" in {n.name for n in cut_proto.graph.node}
     assert graph.run(cut_proto, feeds)[0].shape == (2, 4, 8, 8)
+
+
+def _if_on_a_known_size(seed=0):
+    """Silero VAD's decoder in small: conv1 -> Relu -> h; If (the last dim of h == 8) then conv2(h) else -h,
+    the branch reading h from the outer graph. H and W are symbolic: the size is known once they are bound."""
+    n = Net(opset=17, seed=seed)
+    x = n.input("x", ("N", 3, "H", "W"))
+    h = n.op("Relu", [n.conv(x, 3, 6, name="conv1")])
+    last = n.op("Gather", [n.op("Shape", [h]), n.ints("last", [-1])], axis=0)
+    cond = n.op("Squeeze", [n.op("Equal", [last, n.ints("eight", [8])])])
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((4, 6, 1, 1)).astype(np.float32) * 0.3,
+                                "conv2.weight")
+    then = helper.make_graph([helper.make_node("Conv", [h, "conv2.weight"], ["y_then"], name="conv2")], "then", [],
+                             [helper.make_tensor_value_info("y_then", onnx.TensorProto.FLOAT, None)], [w])
+    other = helper.make_graph([helper.make_node("Slice", [h, "s0", "s4", "s1"], ["y_else"], name="first4")], "else",
+                              [], [helper.make_tensor_value_info("y_else", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([v], np.int64), f"s{v}") for v in (0, 4, 1)])
+    n.nodes.append(helper.make_node("If", [cond], ["y"], name="if_size", then_branch=then, else_branch=other))
+    return n.model("y")
+
+
+def test_an_if_on_a_size_shape_inference_knows_is_inlined_and_computes_the_same(tmp_path):
+    path = tmp_path / "if.onnx"
+    onnx.save(_if_on_a_known_size(), path)
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    kept = load(path, strict=True)  # H, W symbolic: the If stays
+    assert "If" in [n.op_type for n in kept.proto.graph.node]
+    bound = load(path, strict=True, input_shapes={"x": (-1, 3, 8, 8)})
+    ops = [n.op_type for n in bound.proto.graph.node]
+    assert "If" not in ops and "Conv" in ops and "Slice" not in ops  # the then branch, taken at W = 8
+    np.testing.assert_array_equal(graph.run(bound.proto, {"x": x})[0], graph.run(_if_on_a_known_size(), {"x": x})[0])
+    analysis = analyze(bound)
+    assert {g.id: g.prunable for g in analysis.groups}["conv1.weight:0"]  # no If left to pin it
+    assert verify.certify(analysis, subsets=2).passed

@@ -160,3 +160,37 @@ def test_a_saturated_sigmoid_is_compared_on_its_range_and_its_argument_on_its_ow
     assert verify.certify(groups.analyze(model), subsets=3).passed
     # a broken analysis is still caught: the pre-activation differs at the usual relative scale
     assert not verify.certify(_without_bias_slices(groups.analyze(model)), subsets=3).passed
+
+
+def _large_logit_sigmoid_net():
+    """conv-relu -> conv to 2, scaled by 200 -> Sigmoid: logits of scale ~100, as PP-OCRv3's DB head."""
+    net = Net(seed=4)
+    x = net.input("x", ("N", 3, 8, 8))
+    h = net.op("Relu", [net.conv(x, 3, 8, name="body")])
+    z = net.op("Mul", [net.conv(h, 8, 2, name="head"), net.const("gain", np.float32(200))])
+    return graph.from_proto(net.model(net.op("Sigmoid", [z], name="y"), opset=17), "large_logits")
+
+
+def test_a_bounded_value_is_compared_on_its_arguments_scale_when_that_is_larger():
+    """float32 noise within the logits' tolerance moves a sigmoid by up to its slope (1/4) times as much: on
+    logits of scale 100 that is more than 1e-4 of the value's range, with nothing cut wrongly. The value is then
+    compared on its argument's scale; a wrong argument still fails on its own."""
+    model = _large_logit_sigmoid_net()
+    names, floors = verify.outputs_and_arguments(model)
+    assert names == ["y", "mul_1"] and floors == [1.0, 0.0]
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    y, z = graph.run(graph.with_outputs(model.proto, ["mul_1"]), {"x": x})
+    scale = float(np.abs(z).max())
+    assert scale > 20
+    scales = verify.argument_floors(model, names, [y, z], floors)
+    assert scales == [scale, 0.0]
+    sigmoid = lambda t: 1 / (1 + np.exp(-t.astype(np.float64)))  # noqa: E731
+    for rel, passes in ((5e-5, True), (5e-4, False)):  # noise within the tolerance of z; a wrong z
+        noise = rel * scale * np.sign(np.random.default_rng(1).standard_normal(z.shape))
+        noisy = [sigmoid(z + noise), z + noise]
+        value_alone = verify.relative_difference([y], noisy[:1], floors[:1])
+        both = verify.relative_difference([y, z], noisy, scales)
+        assert (both <= verify.TOLERANCE) == passes, (rel, both)
+        if passes:
+            assert value_alone > verify.TOLERANCE  # the old scale (1) would have failed this honest noise
+    assert verify.certify(groups.analyze(model), subsets=3).passed

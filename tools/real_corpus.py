@@ -35,12 +35,12 @@ def generated_data(path, folder):
         model = graph.load(path, strict=True)
         rng = np.random.default_rng(0)
         feeds = accepted_inputs(model, rng, f"data for {model.name}", batch=ROWS)
-        first = next(iter(feeds.values()))
-        if first.ndim and len(first) == 1:  # a batch fixed to 1 (declared or inside): ROWS draws, stacked
+        # inputs fed whole (a scalar sample rate, a state 2 x batch x 128) go into the .npz as generated, once
+        whole = graph.whole_inputs(model.proto)
+        if graph.row_count(feeds, whole) == 1:  # a batch fixed to 1 (declared or inside): ROWS draws, stacked
             size = _free_size(model, feeds)
             draws = [feeds] + [random_inputs(model, rng, batch=1, size=size) for _ in range(ROWS - 1)]
-            feeds = {k: np.concatenate([d[k] for d in draws]) if draws[0][k].ndim else draws[0][k]
-                     for k in draws[0]}
+            feeds = {k: draws[0][k] if k in whole else np.concatenate([d[k] for d in draws]) for k in draws[0]}
     except OnnxotoError as exc:
         return None, str(exc)
     data = os.path.join(folder, "data.npz")

@@ -35,6 +35,7 @@ class _Shard:
     def __init__(self, dataset, rank, size):
         self.dataset, self.rank, self.size = dataset, rank, size
         self.arrays, self.labels, self.source = dataset.arrays, dataset.labels, dataset.source
+        self.constants = dataset.constants
 
     @property
     def has_labels(self):
@@ -43,6 +44,7 @@ class _Shard:
     def _take(self, rows):
         # fancy indexing on a memory-mapped .npy reads only these rows: no rank copies the whole file
         batch = {name: np.ascontiguousarray(array[rows]) for name, array in self.arrays.items()}
+        batch.update(self.constants)
         if self.labels is not None:
             batch[LABELS] = np.ascontiguousarray(self.labels[rows])
         return batch

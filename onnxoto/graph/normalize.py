@@ -10,7 +10,7 @@ from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
 from .store import is_large
 from .symbolic import resolve_runtime_reshapes, unify_symbols
-from .view import dims
+from .view import dims, fresh_name
 
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
 
@@ -22,6 +22,11 @@ def normalize(model, name="model"):
     _negative_dims_to_symbols(model.graph)
     _drop_pass_through(model.graph)
     model = _fold_constants(model, name)
+    for _ in range(_IF_ROUNDS):  # an If on a size shape inference knows (Silero's): its branch, inlined
+        if not (_fold_static_sizes(model, name) | _inline_constant_ifs(model.graph)):
+            break
+        _drop_pass_through(model.graph)
+        model = _fold_constants(model, name)
     _unshare_uniform_initializers(model.graph)
     drop_unused_initializers(model.graph)
     infer_shapes(model, name)
@@ -36,6 +41,106 @@ def normalize(model, name="model"):
 
 
 _RUNTIME_RESHAPE_ROUNDS = 8
+_IF_ROUNDS = 8
+
+
+def _fold_static_sizes(model, name):
+    """Gather(Shape(t), k) of a dim of t that shape inference knows statically, and Size(Shape(t)) of a t
+    of known rank, become constants (the folder only folds a Shape whose every dim is static). Returns
+    whether any was folded."""
+    if not any(n.op_type == "If" for n in model.graph.node):
+        return False
+    inferred = infer_shapes(_copy(model), name)
+    shapes = {v.name: dims(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    shape_of = {n.output[0]: n for n in model.graph.node if n.op_type == "Shape"}
+    inits = {t.name: t for t in model.graph.initializer}
+    changed, keep = False, []
+    for node in model.graph.node:
+        source = shape_of.get(node.input[0]) if node.op_type in ("Gather", "Size") and node.input else None
+        known = shapes.get(source.input[0]) if source is not None and not source.attribute else None
+        if node.op_type == "Size" and known is not None:  # the rank, known whatever the sizes
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(len(known), np.int64), node.output[0]))
+            changed = True
+            continue
+        if node.op_type == "Gather" and source is not None and len(node.input) > 1 and node.input[1] in inits and not source.attribute:
+            known = shapes.get(source.input[0])
+            index = numpy_helper.to_array(inits[node.input[1]])
+            if known is not None and all(isinstance(known[int(k)], int) for k in index.reshape(-1)):
+                sizes = np.asarray([known[int(k)] for k in index.reshape(-1)], np.int64).reshape(index.shape)
+                model.graph.initializer.append(numpy_helper.from_array(sizes, node.output[0]))
+                changed = True
+                continue
+        keep.append(node)
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return changed
+
+
+def _copy(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _inline_constant_ifs(graph):
+    """Replace each If of the main graph whose condition is an initializer by the branch it takes: the
+    branch's nodes and initializers, its local names made fresh, its outputs named as the If's."""
+    inits = {t.name: t for t in graph.initializer}
+    taken = {n for node in graph.node for n in [*node.input, *node.output]} | set(inits)
+    taken |= {v.name for v in [*graph.input, *graph.output]}
+    changed, nodes = False, []
+    for node in graph.node:
+        if node.op_type != "If" or node.input[0] not in inits:
+            nodes.append(node)
+            continue
+        cond = bool(numpy_helper.to_array(inits[node.input[0]]).reshape(-1)[0])
+        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if cond else "else_branch"))
+        nodes.extend(_branch_nodes(graph, node, branch, taken))
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return changed
+
+
+def _branch_nodes(graph, node, branch, taken):
+    """The nodes of `branch` (of If `node`) for the outer graph; its initializers are added to `graph`."""
+    produced = {o for n in branch.node for o in n.output if o}
+    rename = {}
+    for k, out in enumerate(branch.output):
+        if k < len(node.output) and out.name in produced and out.name not in rename:
+            rename[out.name] = node.output[k]
+    for local in [*produced, *(t.name for t in branch.initializer)]:
+        if local not in rename:
+            rename[local] = fresh_name(f"{node.name or node.output[0]}/{local}", taken)
+    for init in branch.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(init)
+        copy.name = rename[init.name]
+        graph.initializer.append(copy)
+    out = []
+    for inner in branch.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        _rename_reads(copy, rename)
+        for i, name in enumerate(copy.output):
+            copy.output[i] = rename.get(name, name)
+        out.append(copy)
+    for k, value in enumerate(branch.output):  # an output the branch passes through from outside
+        if k < len(node.output) and rename.get(value.name) != node.output[k]:
+            out.append(onnx.helper.make_node("Identity", [rename.get(value.name, value.name)], [node.output[k]],
+                                             name=fresh_name(f"{node.name}/out{k}", taken)))
+    return out
+
+
+def _rename_reads(node, rename):
+    for i, name in enumerate(node.input):
+        node.input[i] = rename.get(name, name)
+    for attr in node.attribute:  # nested subgraphs read outer names too
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                _rename_reads(inner, rename)
 
 
 def _negative_dims_to_symbols(graph):

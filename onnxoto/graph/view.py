@@ -61,6 +61,30 @@ def static_dims(value_info):
     return None if shape is None else tuple(d if isinstance(d, int) else None for d in shape)
 
 
+def fed_whole(shape):
+    """Whether a model input of declared `shape` (dims()) is fed whole to every run, the same array each
+    time (a constant input: a sample rate, a recurrent state laid out `2 x batch x 128`), rather than cut
+    into rows on axis 0: it is a scalar, or its first axis is a static size other than 1. An unknown
+    shape, a symbolic first axis or a first axis fixed to 1 (a batch fixed in the file) take rows."""
+    return shape is not None and (len(shape) == 0 or (isinstance(shape[0], int) and shape[0] != 1))
+
+
+def whole_inputs(proto):
+    """Names of the graph inputs of `proto` (initializers excluded) that are fed whole (fed_whole)."""
+    initializers = {init.name for init in proto.graph.initializer}
+    return frozenset(v.name for v in proto.graph.input if v.name not in initializers and fed_whole(dims(v)))
+
+
+def take_rows(feeds, rows, whole=frozenset()):
+    """feeds with every array but those named in `whole` cut to `rows` (a slice or an index array)."""
+    return {name: array if name in whole else array[rows] for name, array in feeds.items()}
+
+
+def row_count(feeds, whole=frozenset()):
+    """The number of rows of feeds: the length of the first array not fed whole (1 when all are)."""
+    return next((len(array) for name, array in feeds.items() if name not in whole), 1)
+
+
 def with_initializers(proto, arrays):
     """A copy of `proto` whose initializers named in `arrays` hold those values (cast to the
     initializer's dtype and shape)."""

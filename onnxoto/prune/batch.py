@@ -50,9 +50,10 @@ def model_for_data(path, dense, dataset, data, options, log):
     first = next(dataset.batches(rows_per_run or options.batch_size))
     feeds = {n: first[n] for n in dense.input_names}
     result = probe_model(dense.proto, feeds, what)
-    rows = len(first[dense.input_names[0]]) if dense.input_names else 0
+    whole = graph.whole_inputs(dense.proto)
+    rows = graph.row_count(feeds, whole) if dense.input_names else 0
     if not result.ran and rows > 1:  # a symbolic batch declared, but 1 fixed inside (a traced view)?
-        single = probe_model(dense.proto, {n: v[:1] for n, v in feeds.items()}, what)
+        single = probe_model(dense.proto, graph.take_rows(feeds, slice(0, 1), whole), what)
         if single.ran:
             log(f"the model does not run on {rows} rows ({result.error.split(': ', 1)[-1][:160]}) but does on "
                 f"one: training one row at a time, gradients accumulated over {options.batch_size} rows per step")
@@ -68,6 +69,8 @@ def data_shapes(model, dataset):
     shapes = {}
     for name in model.input_names:
         dims = model.shapes.get(name) or ()
+        if graph.fed_whole(dims):  # fed whole (a state 2 x batch x 128): its sizes bind nothing
+            continue
         if any(not isinstance(d, int) for d in dims[1:]) and name in dataset.arrays:
             shapes[name] = (-1, *dataset.arrays[name].shape[1:])
     return shapes
@@ -76,7 +79,7 @@ def data_shapes(model, dataset):
 def session_for(proto, rows_per_run):
     """An inference session of `proto`; of a batch-1 model, run one row at a time."""
     session = graph.session(proto)
-    return RowWise(session) if rows_per_run else session
+    return RowWise(session, graph.whole_inputs(proto)) if rows_per_run else session
 
 
 @dataclass
@@ -146,10 +149,11 @@ def compare_here(folder):
     folder = Path(folder)
     with np.load(folder / "feeds.npz", allow_pickle=False) as data:
         feeds = {n: data[n] for n in data.files}
-    rows = len(next(iter(feeds.values())))
+    whole = graph.whole_inputs(onnx.load(str(folder / "original.onnx"), load_external_data=False))
+    rows = graph.row_count(feeds, whole)
     step(f"running the model one row at a time on {rows} rows")
     original = ort.InferenceSession(str(folder / "original.onnx"), providers=["CPUExecutionProvider"])
-    by_row = [original.run(None, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(rows)]
+    by_row = [original.run(None, graph.take_rows(feeds, slice(i, i + 1), whole)) for i in range(rows)]
     step(f"running the model with a symbolic batch on {rows} rows")
     try:
         batched = ort.InferenceSession(str(folder / "relaxed.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
@@ -173,8 +177,8 @@ def _write(folder, same, reason):
 class RowWise:
     """An onnxruntime InferenceSession of a batch-1 model, run one row at a time."""
 
-    def __init__(self, session):
-        self.session = session
+    def __init__(self, session, whole=frozenset()):
+        self.session, self.whole = session, whole  # whole: inputs fed whole to every run, not cut into rows
 
     def get_inputs(self):
         return self.session.get_inputs()
@@ -183,6 +187,9 @@ class RowWise:
         return self.session.get_outputs()
 
     def run(self, names, feeds):
-        rows = len(next(iter(feeds.values())))
-        parts = [self.session.run(names, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(rows)]
-        return [np.concatenate(outputs, axis=0) for outputs in zip(*parts)]
+        rows = graph.row_count(feeds, self.whole)
+        parts = [self.session.run(names, graph.take_rows(feeds, slice(i, i + 1), self.whole)) for i in range(rows)]
+        shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        names = names or list(shapes)  # an output without rows (a state 2 x batch x 128): the last row's
+        return [outputs[-1] if graph.fed_whole(shapes.get(name)) else np.concatenate(outputs, axis=0)
+                for name, outputs in zip(names, zip(*parts))]

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from .. import progress
+from .. import graph, progress
 from ..dist import Communicator, param_checksum
 from ..errors import OnnxotoError
 from ..train import LABELS, Dataset
@@ -48,7 +48,7 @@ def with_teacher_outputs(dataset, loss, teacher, batch_size):
         return dataset
     parts = [first] + [teacher_outputs(batch, teacher, loss.outputs) for batch in batches]
     outputs = {TEACHER + name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(loss.outputs)}
-    return Dataset({**dataset.arrays, **outputs}, dataset.labels, dataset.source)
+    return Dataset({**dataset.arrays, **outputs}, dataset.labels, dataset.source, dataset.constants)
 
 
 def model_inputs(batch, session):
@@ -137,7 +137,7 @@ def learning_rate(lr, decay_from, step, total):
 def train_step(session, batch, teacher, comm):
     """Forward/backward on this rank's rows of the batch; with several ranks, the gradients (in place) and
     the loss are then averaged over ranks, weighted by rows: the global batch's mean, as in one process."""
-    rows = len(batch[session.input_names[0]])
+    rows = graph.row_count({n: batch[n] for n in session.input_names}, getattr(session, "whole_inputs", frozenset()))
     if rows:
         loss = session.train_step(model_inputs(batch, session), targets_for(batch, session.loss, teacher))
     else:  # a last global batch smaller than the world: this rank adds nothing

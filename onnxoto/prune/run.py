@@ -16,7 +16,7 @@ from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
                      recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
-from ..verify import TOLERANCE, io_feeds, kept_outputs, relative_difference, scale_floors
+from ..verify import TOLERANCE, argument_floors, io_feeds, kept_outputs, outputs_and_arguments, relative_difference
 from . import provenance
 from .batch import model_for_data, session_for
 from .clock import Clock
@@ -202,6 +202,7 @@ def _train(job, workdir, resume):
                                   model_name=job.dense.name, batchnorm=batchnorm, probe=_first_steps(job))
     with session:
         session.rows_per_run = job.rows_per_run
+        session.whole_inputs = graph.whole_inputs(job.dense.proto)
         export = functools.partial(_export, job, session, param_map, batchnorm)
         opt = _optimizer(job, session, zig_groups, batchnorm)
         on_epoch = None
@@ -228,7 +229,7 @@ def _first_steps(job):
     steps on it, where onnxruntime dying is an error naming the model. None on a rank with no rows."""
     first = next(job.shard.batches(job.rows_per_run or job.options.batch_size))
     names = job.dense.input_names
-    if not names or not len(first[names[0]]):
+    if not names or not graph.row_count({n: first[n] for n in names}, graph.whole_inputs(job.dense.proto)):
         return None
     return {n: first[n] for n in names}, targets_for(first, job.loss, job.teacher)
 
@@ -315,9 +316,8 @@ def _cut_and_certify(job, trained, masks, erased):
     compares with the trained model itself: this also proves its zeros are exact."""
     trained_model = graph.Model.from_proto(trained, job.dense.name)
     pruned = cut(trained_model, job.analysis.groups, _complete_keep(job.analysis, masks), erased)
-    floors = scale_floors(trained_model, trained_model.output_names)
     gone = removed_positions(job.analysis.groups, _complete_keep(job.analysis, masks))
-    diff = _verify_on_data(trained, pruned, job.dataset, job.options, floors, job.run_batch, gone)
+    diff = _verify_on_data(trained_model, pruned, job.dataset, job.options, job.run_batch, gone)
     if diff > TOLERANCE:
         raise ModelError(f"the cut model differs from the trained one by {diff:.3g} (> {TOLERANCE}): "
                          "please report this model")
@@ -364,13 +364,16 @@ def _complete_keep(analysis, masks):
     return keep
 
 
-def _verify_on_data(trained, pruned, dataset, options, floors, batch_size, gone=None):
-    """DESIGN.md §5 on real batches: the cut model against the trained one. Inputs a cut changes (a KV
-    cache, --allow-io-change) are fed zero where the cut channels go to the trained model, without them
-    to the cut one; its outputs are compared where they survive (`gone`: groups.removed_positions)."""
-    names = [i.name for i in trained.graph.input]
-    outputs = [o.name for o in trained.graph.output]
+def _verify_on_data(trained_model, pruned, dataset, options, batch_size, gone=None):
+    """DESIGN.md §5 on real batches: the cut model against the trained one, on their outputs and the arguments
+    of the bounded ops that make them (verify.outputs_and_arguments). Inputs a cut changes (a KV cache,
+    --allow-io-change) are fed zero where the cut channels go to the trained model, without them to the
+    cut one; what it computes is compared where it survives (`gone`: groups.removed_positions)."""
+    compared, floors = outputs_and_arguments(trained_model)
+    extra = compared[len(trained_model.output_names):]
+    trained, pruned = graph.with_outputs(trained_model.proto, extra), graph.with_outputs(pruned, extra)
     gone = gone or {}
+    names = [i.name for i in trained.graph.input]
     worst = 0.0
     total = min(options.verify_batches, -(-len(dataset) // batch_size))
     batches = progress.bar(dataset.batches(batch_size), total=total, desc="verify the cut", unit="batch")
@@ -378,8 +381,9 @@ def _verify_on_data(trained, pruned, dataset, options, floors, batch_size, gone=
         if k >= options.verify_batches:
             break
         zeroed, cut_feeds = io_feeds({n: batch[n] for n in names if n in batch}, gone)
-        reference = kept_outputs(graph.run(trained, zeroed), outputs, gone)
-        worst = max(worst, relative_difference(reference, graph.run(pruned, cut_feeds), floors))
+        reference = kept_outputs(graph.run(trained, zeroed), compared, gone)
+        scales = argument_floors(trained_model, compared, reference, floors)
+        worst = max(worst, relative_difference(reference, graph.run(pruned, cut_feeds), scales))
     return worst
 
 

@@ -24,8 +24,8 @@ def profile_pair(paths, batch=32, repeats=20, seed=0, sample=None, input_shapes=
     models = [graph.load(path, strict=True, input_shapes=_still_free(path, input_shapes)) for path in paths]
     rng = np.random.default_rng(seed)
     if sample is not None:
-        small = {n: sample[n][:1] for n in models[0].input_names}
-        large = {n: sample[n][:batch] for n in models[0].input_names}
+        feeds, whole = {n: sample[n] for n in models[0].input_names}, graph.whole_inputs(models[0].proto)
+        small, large = graph.take_rows(feeds, slice(0, 1), whole), graph.take_rows(feeds, slice(0, batch), whole)
     else:
         small, large = random_inputs(models[0], rng, batch=1), random_inputs(models[0], rng, batch=batch)
     sessions = [graph.session(path) for path in paths]

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from ..errors import DataError
-from ..graph import static_dims
+from ..graph import dims, fed_whole, static_dims
 
 LABELS = "labels"
 _CHUNK = 1 << 16  # samples per chunk when scanning (memory-mapped) arrays for NaN/inf
@@ -33,13 +33,16 @@ def _dtype(value: onnx.ValueInfoProto) -> np.dtype:
 
 
 class Dataset:
-    """Arrays with one sample per row (axis 0), one per model input, and optional labels."""
+    """Arrays with one sample per row (axis 0), one per model input, and optional labels; `constants`: the
+    arrays of inputs fed whole, the same array in every batch (graph.fed_whole: a scalar, a state `2 x 1 x 128`)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], labels: np.ndarray | None = None, source: str = "data"):
+    def __init__(self, arrays: dict[str, np.ndarray], labels: np.ndarray | None = None, source: str = "data",
+                 constants: dict[str, np.ndarray] | None = None):
         self.arrays, self.labels, self.source = arrays, labels, source
+        self.constants = dict(constants or {})
 
     def __len__(self) -> int:
-        return len(next(iter(self.arrays.values())))
+        return len(next(iter(self.arrays.values()))) if self.arrays else 1  # only constants: one sample
 
     @property
     def has_labels(self) -> bool:
@@ -53,6 +56,7 @@ class Dataset:
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size) if order is None else np.sort(order[start:start + batch_size])
             batch = {name: np.ascontiguousarray(array[rows]) for name, array in self.arrays.items()}
+            batch.update(self.constants)
             if self.labels is not None:
                 batch[LABELS] = np.ascontiguousarray(self.labels[rows])
             yield batch
@@ -127,7 +131,11 @@ def check_dataset(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source:
     for array_name, array in arrays.items():
         if array.dtype == object:
             raise DataError(f"{source}: array {array_name!r} holds Python objects; only numeric arrays are read")
-    features = {spec.name: _checked_input(arrays, spec, source) for spec in inputs}
+    checked = {spec.name: _checked_input(arrays, spec, source) for spec in inputs}
+    whole = {spec.name for spec in inputs if fed_whole(spec.shape)}
+    features = {name: array for name, array in checked.items() if name not in whole}
+    constants = {name: array for name, array in checked.items() if name in whole}
+    _check_batch_axes(model, constants, source)
     labels = arrays.get(LABELS)
     counts = {name: len(a) for name, a in features.items()} | ({LABELS: len(labels)} if labels is not None else {})
     if len(set(counts.values())) > 1:
@@ -135,9 +143,9 @@ def check_dataset(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source:
         raise DataError(f"{source}: arrays have differing sample counts ({listed})")
     if labels is not None:
         labels = _checked_labels(labels, model, label_output, source)
-    if not counts or min(counts.values()) == 0:
+    if (counts and min(counts.values()) == 0) or (not counts and not constants):
         raise DataError(f"{source}: no samples")
-    return Dataset(features, labels, source)
+    return Dataset(features, labels, source, constants)
 
 
 def _checked_input(arrays: dict[str, np.ndarray], spec: InputSpec, source: str) -> np.ndarray:
@@ -145,10 +153,15 @@ def _checked_input(arrays: dict[str, np.ndarray], spec: InputSpec, source: str) 
         hint = " (or 'x')" if len(arrays) and spec.name != "x" else ""
         raise DataError(f"{source}: no array for model input {spec.name!r}{hint}; has {', '.join(arrays) or 'none'}")
     array = arrays[spec.name]
-    if array.ndim == 0 or spec.shape == ():  # rows are samples: a scalar (a sample rate, a flag) has none
-        raise DataError(f"{source}: model input {spec.name!r} is a scalar; the data holds one row per sample, so "
-                        "a scalar input cannot be fed from it (not supported)")
-    if spec.shape is not None:
+    if fed_whole(spec.shape):  # a scalar or a fixed first axis: the array is fed whole, as the model declares it
+        if array.ndim != len(spec.shape) or any(w is not None and w != g for w, g in zip(spec.shape, array.shape)):
+            kind = "a scalar" if spec.shape == () else f"of fixed shape {_show(spec.shape)}"
+            raise DataError(f"{source}: {spec.name!r} has shape {array.shape}, but the model input is {kind}: such an "
+                            "input is fed whole to every run (the same array), so the array must have that shape")
+    elif array.ndim == 0:  # rows are samples: a 0-d array has none
+        raise DataError(f"{source}: {spec.name!r} is a scalar but the model input {_show(spec.shape or ())} takes "
+                        "one row per sample on axis 0")
+    if spec.shape is not None and not fed_whole(spec.shape):
         if array.ndim != len(spec.shape):
             raise DataError(f"{source}: {spec.name!r} has shape {array.shape}, the model input rank {len(spec.shape)}"
                             f" ({_show(spec.shape)})")
@@ -158,6 +171,26 @@ def _checked_input(arrays: dict[str, np.ndarray], spec: InputSpec, source: str) 
     if np.issubdtype(array.dtype, np.floating):
         _check_finite(array, spec.name, source)
     return array
+
+
+def batch_symbols(model: onnx.ModelProto) -> set[str]:
+    """The symbols on axis 0 of the inputs that take rows (the batch, as a state's `2 x batch x 128` names it)."""
+    shapes = [dims(v) for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}]
+    return {s[0] for s in shapes if s and not fed_whole(s) and isinstance(s[0], str)}
+
+
+def _check_batch_axes(model: onnx.ModelProto, constants: dict[str, np.ndarray], source: str) -> None:
+    """A whole input whose declared dims name the batch (a state `2 x batch x 128`) is the same for every row:
+    it must have size 1 there, since a run of another number of rows (the last batch, one row) would not fit."""
+    symbols = batch_symbols(model)
+    for value in model.graph.input:
+        if value.name not in constants:
+            continue
+        for axis, dim in enumerate(dims(value) or ()):
+            if dim in symbols and constants[value.name].shape[axis] != 1:
+                raise DataError(f"{source}: {value.name!r} is fed whole to every run and its axis {axis} is the batch "
+                                f"({dim!r}, axis 0 of the inputs that take rows): give it size 1 there (one state "
+                                f"for every row), not {constants[value.name].shape[axis]}")
 
 
 def _checked_dtype(array: np.ndarray, spec: InputSpec, source: str) -> np.ndarray:
@@ -174,6 +207,8 @@ def _checked_dtype(array: np.ndarray, spec: InputSpec, source: str) -> np.ndarra
 
 
 def _check_finite(array: np.ndarray, name: str, source: str) -> None:
+    if array.ndim == 0:
+        array = array.reshape(1)
     for start in range(0, len(array), _CHUNK):
         if not np.isfinite(array[start:start + _CHUNK]).all():
             raise DataError(f"{source}: {name!r} contains NaN or infinite values")

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from ..errors import DataError
+from ..graph import row_count, take_rows
 from . import ort
 from .artifacts import Artifacts, LossSpec, build_artifacts, loss_for
 
@@ -124,6 +125,7 @@ class TrainingSession:
         return self.artifacts.model_outputs
 
     rows_per_run: int | None = None  # a model whose batch is fixed to 1 in the file runs one row at a time
+    whole_inputs: frozenset = frozenset()  # inputs fed whole to every run (graph.fed_whole), never cut into rows
 
     def train_step(self, inputs: dict[str, np.ndarray], target) -> float:
         """Forward and backward on one batch; `grads` then hold this batch's gradients. Returns the loss.
@@ -165,7 +167,7 @@ class TrainingSession:
 
     def _parts(self, inputs: dict[str, np.ndarray], target):
         """(inputs, target) of each run a batch takes: itself, or rows_per_run rows at a time."""
-        rows = len(inputs[self.input_names[0]]) if self.input_names else 0
+        rows = row_count({n: inputs[n] for n in self.input_names if n in inputs}, self.whole_inputs)
         if not self.rows_per_run or rows <= self.rows_per_run:
             yield inputs, target
             return
@@ -173,7 +175,7 @@ class TrainingSession:
             part = slice(start, start + self.rows_per_run)
             sliced = None if target is None else (target[part] if isinstance(target, np.ndarray)
                                                    else [t[part] for t in target])
-            yield {k: v[part] for k, v in inputs.items()}, sliced
+            yield take_rows(inputs, part, self.whole_inputs), sliced
 
     def weights(self) -> dict[str, np.ndarray]:
         """Copies of the trained parameters, to write back into the ONNX model."""

@@ -11,7 +11,7 @@ from ..child import run_child, step
 from ..errors import ModelError
 from ..graph import producers, run, with_outputs
 from ..groups import keep_all, removed_positions
-from ..ops import spec_of
+from ..ops import attribute, spec_of
 from ..surgery import cut, zero_out, zero_units
 from .inputs import random_inputs
 
@@ -19,7 +19,9 @@ TOLERANCE = 1e-4  # max abs difference, relative to the output's scale (max abs 
 # onnxruntime computes bounded ops (OpSpec.bounded: sigmoid, tanh, softmax) with approximations good to
 # ~1e-7 absolute: in a saturated tail (a sigmoid map whose max is 3e-6) that is a 3% relative error with
 # nothing cut wrongly. Their values are compared on the scale of their range (1), and the arguments they
-# read at the usual scale.
+# read at the usual scale. Where the argument is large (logits of scale 100), float32 noise within its
+# tolerance moves the value by up to the function's slope times as much (every bounded op's slope is at most
+# 1, HardSigmoid's at most its alpha): the value's scale is then that of its argument (argument_floors).
 
 
 @dataclass
@@ -107,8 +109,10 @@ def check_group(model, groups, group, removed, feeds):
         return Check(group.id, len(removed), float("inf"), str(exc))
     except Exception as exc:  # onnxruntime refusing the cut model is a failed check, reported as such
         return Check(group.id, len(removed), float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    kept = [_kept_part(t, name, gone) for t, name in zip(zeroed, [*model.output_names, *extra])]
-    return Check(group.id, len(removed), relative_difference(kept, pruned, floors))
+    compared = [*model.output_names, *extra]
+    reference = [_kept_part(t, name, gone) for t, name in zip(zeroed, compared)]
+    floors = argument_floors(model, compared, reference, floors)
+    return Check(group.id, len(removed), relative_difference(reference, pruned, floors))
 
 
 def io_feeds(feeds, gone):
@@ -150,6 +154,35 @@ def scale_floors(model, names):
     """Per tensor, the least scale it is compared on: 1 for a bounded function's value, else 0."""
     producer = producers(model.graph)
     return [1.0 if name in producer and _bounded(producer[name]) else 0.0 for name in names]
+
+
+def outputs_and_arguments(model):
+    """(the outputs and the arguments of the bounded ops that make them, the floor of each one's scale):
+    what a cut model is compared on against the model it was cut from."""
+    names = [*model.output_names, *bounded_arguments(model, model.output_names)]
+    return names, scale_floors(model, names)
+
+
+def bounded_arguments(model, names):
+    """The arguments of the bounded ops (OpSpec.bounded) that make tensors of `names`, not among them."""
+    producer = producers(model.graph)
+    args = [producer[name].input[0] for name in names if name in producer and _bounded(producer[name])]
+    return [a for a in dict.fromkeys(args) if _comparable(model, a) and a not in names]
+
+
+def argument_floors(model, names, reference, floors):
+    """`floors` with a bounded op's value compared on at least its slope times its argument's scale, when the
+    argument is among the compared tensors (its own check bounds the value's difference by as much)."""
+    producer, index = producers(model.graph), {name: k for k, name in enumerate(names)}
+    out = list(floors)
+    for k, name in enumerate(names):
+        node = producer.get(name)
+        if node is None or not _bounded(node) or node.input[0] not in index:
+            continue
+        arg = reference[index[node.input[0]]]
+        slope = max(1.0, float(attribute(node, "alpha", 0.2))) if node.op_type == "HardSigmoid" else 1.0
+        out[k] = max(out[k], slope * float(np.max(np.abs(arg))) if arg.size else 0.0)
+    return out
 
 
 def _bounded(node):
@@ -248,4 +281,6 @@ def check_unit(model, groups, unit, feeds):
         return Check(unit.id, 1, float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     n = len(model.output_names)
     kept = [_kept_part(t, name, unit.removed) for t, name in zip(zeroed[n:], extra)]
-    return Check(unit.id, 1, relative_difference(zeroed[:n] + kept, erased, floors))
+    reference = zeroed[:n] + kept
+    floors = argument_floors(model, [*model.output_names, *extra], reference, floors)
+    return Check(unit.id, 1, relative_difference(reference, erased, floors))

@@ -3,6 +3,7 @@ other integer inputs (masks, flags) are 0 or 1."""
 import numpy as np
 from onnx import helper, numpy_helper
 
+from ..graph import fed_whole
 from ..ops import attribute
 
 SYMBOLIC_SIZE = 2
@@ -12,12 +13,15 @@ _INDEX_PASS_THROUGH = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Id
 
 def random_inputs(model, rng, batch=SYMBOLIC_SIZE, size=SYMBOLIC_SIZE):
     """Feed dict for a normalized graph.Model: a symbolic first axis gets `batch`, other symbolic axes `size`;
-    a named symbol has one size wherever it appears (a recurrent state's batch on axis 1)."""
+    a named symbol has one size wherever it appears, but the batch symbol is 1 in an input fed whole
+    (a recurrent state's batch on axis 1: one state for every row)."""
     shapes = [model.shapes.get(name) or () for name in model.input_names]
     batch_symbols = {dims[0] for dims in shapes if dims and isinstance(dims[0], str)}
     feeds = {}
     for name, dims in zip(model.input_names, shapes):
-        shape = tuple(d if isinstance(d, int) else batch if k == 0 or d in batch_symbols else size
+        # an input fed whole (graph.fed_whole: a state 2 x batch x 128) is one state for every row: batch 1
+        rows = 1 if fed_whole(dims) else batch
+        shape = tuple(d if isinstance(d, int) else rows if k == 0 or d in batch_symbols else size
                       for k, d in enumerate(dims))
         dtype = helper.tensor_dtype_to_np_dtype(model.dtypes[name])
         if np.issubdtype(dtype, np.integer):

@@ -98,10 +98,16 @@ def certified_inputs(model, arrays, source, rng, what, rows=4):
         return accepted_inputs(model, rng, what)
     data = source
     first = {name: arrays[name] for name in model.input_names}
-    batch = [(model.shapes.get(n) or (None,))[0] for n in model.input_names]
-    take = batch[0] if isinstance(batch[0], int) else min(rows, len(next(iter(first.values()))))
-    feeds = {name: np.ascontiguousarray(array[:take]) for name, array in first.items()}
+    whole = graph.whole_inputs(model.proto)  # fed whole to every run (a scalar, a state 2 x batch x 128)
+    batch = [(model.shapes.get(n) or (None,))[0] for n in model.input_names if n not in whole]
+    take = batch[0] if batch and isinstance(batch[0], int) else min(rows, graph.row_count(first, whole))
+    feeds = {name: np.ascontiguousarray(array) for name, array in graph.take_rows(first, slice(0, take), whole).items()}
     result = probe(model.proto, feeds, what)
+    if not result.ran and take > 1:  # a batch fixed to 1 inside, or a whole input (a state) of batch 1
+        single = {name: np.ascontiguousarray(array) for name, array in graph.take_rows(first, slice(0, 1), whole).items()}
+        result_one = probe(model.proto, single, what)
+        if result_one.ran:
+            feeds, result, take = single, result_one, 1
     if not result.ran:
         raise ModelError(f"{result.error} (on the first {take} rows of {data})")
     check_finite(result, what, f"the first {take} rows of {data}")
