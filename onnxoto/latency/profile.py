@@ -98,10 +98,16 @@ def machine():
 def measured_ratio(model, pruned_proto, table, rounds=3 * ROUNDS, seed=1):
     """Latency of the cut model over the dense one (a graph.Model), timed together on this machine
     with the table's batch and session options."""
+    return measured_ratios(model, [pruned_proto], table, rounds, seed)[0]
+
+
+def measured_ratios(model, pruned_protos, table, rounds=3 * ROUNDS, seed=1):
+    """Latency of each cut model over the dense one, all timed round-robin in one run, so that the
+    ratios of candidates can be compared with each other (a burst of load falls on all alike)."""
     feeds = random_inputs(model, np.random.default_rng(seed), batch=table.batch)
-    sessions = [session(p, threads=table.threads, provider=table.provider) for p in (model.proto, pruned_proto)]
-    dense_ms, pruned_ms = interleaved_ms(sessions, feeds, rounds)
-    return pruned_ms / dense_ms
+    sessions = [session(p, threads=table.threads, provider=table.provider) for p in [model.proto, *pruned_protos]]
+    times = interleaved_ms(sessions, feeds, rounds)
+    return [t / times[0] for t in times[1:]]
 
 
 def same_machine(described):
