@@ -163,7 +163,7 @@ class Hesso:
             return self.latency_fn([{g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)} for new in news])
 
         final = period == self.schedule.periods - 1
-        new, _, budget = search_latency_budget(choose, measure, goal, budget, final)
+        new, _, budget = search_latency_budget(choose, measure, goal, budget, final, tries=6 if final else 3)
         if budget > 0:
             self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
         return new
