@@ -77,12 +77,16 @@ def latency_steps(group, score, pruned, savings):
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
     n = len(live)
-    # the cost of a width: -log of the share of the group's saliency it keeps. A share, so emptying a
-    # narrow layer costs as much as emptying a wide one; a log, so every halving of a layer costs alike
-    # and a layer is not thinned to a few channels (16 -> 1) because each of them is cheap in latency
-    total = max(float(score[pruned].sum() + score[live].sum()), 1e-12)
-    kept = total - np.concatenate([[0.0], np.cumsum(score[order])])
-    removed = -np.log(np.maximum(kept, 1e-9 * total) / total)
+    # the cost of a width: 1/s - 1, s the share of the group's saliency it keeps. A share, so emptying a
+    # narrow layer costs as much as emptying a wide one; growing as the layer narrows (16 -> 8 costs 1,
+    # 8 -> 4 costs 2, ..., 16 -> 1 costs 15), so a layer is not thinned to a bottleneck of a channel or
+    # two (the demo's blocks.0.conv1 16 -> 1) because each of its channels is cheap in latency
+    # Pruned channels' saliency is gone with their weights: the group's whole is the live channels'
+    # at their mean, and each width's cost counts from the current one's.
+    live_total = max(float(score[live].sum()), 1e-12)
+    whole = live_total * group.num_zigs / n
+    kept = live_total - np.concatenate([[0.0], np.cumsum(score[order])])
+    removed = whole / np.maximum(kept, 1e-9 * whole) - group.num_zigs / n
     base = savings.get(n, 0.0)
     points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
               and width_allowed(w, group.round_to)]
