@@ -49,6 +49,7 @@ class Hesso:
         # where the table was measured on this machine, each period's selection is searched against it
         self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
         self._latency_scale = 1.0  # measured budget / the table's, learned period by period
+        self._latency_measured = None  # the measured latency ratio of the last period's choice
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -163,7 +164,8 @@ class Hesso:
             return self.latency_fn([{g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)} for new in news])
 
         final = period == self.schedule.periods - 1
-        new, _, budget = search_latency_budget(choose, measure, goal, budget, final, tries=6 if final else 3)
+        new, self._latency_measured, budget = search_latency_budget(choose, measure, goal, budget, final,
+                                                                    tries=6 if final else 3)
         if budget > 0:
             self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
         return new
@@ -249,6 +251,8 @@ class Hesso:
         self._metrics = {"step": self.t, "phase": self.schedule.phase(self.t),
                          "group_sparsity": zero / total if total else 0.0, "zigs_zero": zero, "zigs_fading": fading,
                          "norm_kept": kept_sq ** 0.5, "norm_fading": fade_sq ** 0.5}
+        if self._latency_measured is not None:
+            self._metrics["latency_measured"] = self._latency_measured
         return dict(self._metrics)
 
     # --- resume and snapshots ----------------------------------------------------------------
