@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 
-def interleaved_ms(sessions, feeds, rounds=20, warmup=2):
-    """Lower-quartile wall time (ms) of one run of each session on the same `feeds`."""
+def interleaved_ms(sessions, feeds, rounds=20, warmup=2, quantile=25):
+    """Lower-quartile (or `quantile`) wall time (ms) of one run of each session on the same `feeds`."""
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feeds)
@@ -18,4 +18,4 @@ def interleaved_ms(sessions, feeds, rounds=20, warmup=2):
             start = time.perf_counter()
             sess.run(None, feeds)
             times[k].append((time.perf_counter() - start) * 1000)
-    return [float(np.percentile(t, 25)) for t in times]
+    return [float(np.percentile(t, quantile)) for t in times]
