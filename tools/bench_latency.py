@@ -68,12 +68,12 @@ def one(name, kind, target, epochs, round_to, args, work):
 
 def plan(args):
     if args.only == "demo":
-        return [("resnet", "latency", 0.5, 8, 1), ("resnet", "flops", 0.5, 8, "auto")]
+        return [r for r in [("resnet", "latency", 0.5, 8, 1), ("resnet", "flops", 0.5, 8, "auto")] if r[1] in args.kinds]
     runs = []
-    for target in (0.5, 0.3, 0.7):
-        runs += [(name, "latency", target, args.epochs, 1) for name in ("vgg", "resnet")]
-        runs += [(name, "flops", target, args.epochs, 8) for name in ("vgg", "resnet")]
-    return runs
+    for target in args.targets:
+        runs += [(name, "latency", target, args.epochs, 1) for name in args.models]
+        runs += [(name, "flops", target, args.epochs, 8) for name in args.models]
+    return [r for r in runs if r[1] in args.kinds]
 
 
 def kept_rows(args):
@@ -103,11 +103,20 @@ def main():
     ap.add_argument("--epochs", type=int, default=2, help="suite: epochs of every run (the demo runs 8)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the latency table and checks")
     ap.add_argument("--rounds", type=int, default=40, help="timed runs per width in the latency tables")
+    ap.add_argument("--models", nargs="+", default=["vgg", "resnet"], choices=sorted(MODELS), help="suite: models")
+    ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.3, 0.7], help="suite: targets")
+    ap.add_argument("--kinds", nargs="+", default=["latency", "flops"], choices=["latency", "flops"],
+                    help="which kinds of target to run")
+    ap.add_argument("--tables-only", action="store_true", help="measure the missing latency tables and stop")
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep-flops", action="store_true", help="reuse the FLOPs-targeted rows already in --json")
     args = ap.parse_args()
     args.json = args.json or os.path.join(ROOT, "bench", f"latency_{args.only}.json")
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    if args.tables_only:
+        for name in args.models:
+            table_for(name, args)
+        return
     rows = kept_rows(args)
     done = {(r["model"], r["kind"], r["target"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="onnxoto-latency-") as work:

@@ -9,9 +9,10 @@ import numpy as np
 from .. import progress
 
 
-def interleaved_ms(sessions, feeds, rounds=20, warmup=2, desc="time sessions"):
-    """Lower-quartile wall time (ms) of one run of each session on the same `feeds` (or a list of
-    feeds, one per session: a cut that changed the inputs' sizes); a bar named `desc` counts the rounds."""
+
+def interleaved_ms(sessions, feeds, rounds=20, warmup=2, quantile=25, desc="time sessions"):
+    """Lower-quartile (or `quantile`) wall time (ms) of one run of each session on the same `feeds` (or a
+    list of feeds, one per session: a cut that changed the inputs' sizes); a bar named `desc` counts the rounds."""
     feeds = feeds if isinstance(feeds, list) else [feeds] * len(sessions)
     for sess, feed in zip(sessions, feeds):
         for _ in range(warmup):
@@ -22,4 +23,4 @@ def interleaved_ms(sessions, feeds, rounds=20, warmup=2, desc="time sessions"):
             start = time.perf_counter()
             sess.run(None, feeds[k])
             times[k].append((time.perf_counter() - start) * 1000)
-    return [float(np.percentile(t, 25)) for t in times]
+    return [float(np.percentile(t, quantile)) for t in times]

@@ -8,7 +8,7 @@ from .backend import array_module, to_numpy
 from .groups import ZigIndex, merge_bands
 from .saliency import CRITERIA, saliency
 from .schedule import default_schedule
-from .select import select, select_latency
+from .select import search_latency_budget, select, select_latency
 from .snapshot import restore_into, save_into
 
 # global: one ranking of raw saliencies (HESSO's), so a layer whose weights are small can be emptied first;
@@ -45,10 +45,11 @@ class Hesso:
         self.index = ZigIndex(self.groups, params, self.xp)
         self.schedule = default_schedule(total_steps, start_pruning_step, pruning_steps, pruning_periods)
         self.target_sparsity, self.target_flops = target_sparsity, target_flops
-        # latency_fn(keep masks) -> latency of that cut as a fraction of the dense one, measured: where the
-        # table was measured on this machine, the last period's selection is checked against it
+        # latency_fn([keep masks, ...]) -> latency of each cut as a fraction of the dense one, timed together:
+        # where the table was measured on this machine, each period's selection is searched against it
         self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
         self._latency_scale = 1.0  # measured budget / the table's, learned period by period
+        self._latency_measured = None  # the measured latency ratio of the last period's choice
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -148,26 +149,25 @@ class Hesso:
 
     def _select_for_latency(self, period, subset):
         """The period's share of the latency saving, by the table; with a measured latency_fn (the table
-        is this machine's), each period's choice is timed and its budget corrected until the cut lands
-        within 3% of the period's goal, the correction carried into the next period."""
+        is this machine's), each period's choice is timed and its budget searched until the cut lands
+        within 3% of the period's goal (select.search_latency_budget), the correction carried into the
+        next period."""
         share = (period + 1) / self.schedule.periods
         goal = 1.0 - share * (1.0 - self.target_latency)
         budget = self.latency.additive_for(goal) * self._latency_scale
         savings = [self.latency.savings(g.id) for g in self.groups]
-        new = select_latency(*subset, budget, savings)
+        choose = lambda b: select_latency(*subset, b, savings)  # noqa: E731
         if self.latency_fn is None:
-            return new
-        tried = []
-        for _ in range(4):
-            measured = self.latency_fn({g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)})
-            tried.append((measured, new, budget))
-            if abs(measured - goal) <= 0.03 * goal:
-                break
-            budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.05), 0.5, 2.0))
-            new = select_latency(*subset, budget, savings)
-        below = [t for t in tried if t[0] <= goal * 1.03]
-        measured, new, budget = max(below, key=lambda t: t[0]) if below else min(tried, key=lambda t: t[0])
-        self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
+            return choose(budget)
+
+        def measure(news):
+            return self.latency_fn([{g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)} for new in news])
+
+        final = period == self.schedule.periods - 1
+        new, self._latency_measured, budget = search_latency_budget(choose, measure, goal, budget, final,
+                                                                    tries=6 if final else 3)
+        if budget > 0:
+            self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
         return new
 
     def _subset(self, which, scores, pruned=None):
@@ -251,6 +251,8 @@ class Hesso:
         self._metrics = {"step": self.t, "phase": self.schedule.phase(self.t),
                          "group_sparsity": zero / total if total else 0.0, "zigs_zero": zero, "zigs_fading": fading,
                          "norm_kept": kept_sq ** 0.5, "norm_fading": fade_sq ** 0.5}
+        if self._latency_measured is not None:
+            self._metrics["latency_measured"] = self._latency_measured
         return dict(self._metrics)
 
     # --- resume and snapshots ----------------------------------------------------------------

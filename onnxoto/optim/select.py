@@ -77,11 +77,16 @@ def latency_steps(group, score, pruned, savings):
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
     n = len(live)
-    # saliency removed down to each width, in shares of the group's whole width: emptying a narrow layer
-    # costs as much as emptying a wide one, so a layer is not thinned to a few channels because each of
-    # them is cheap in latency
-    unit = max(float(score[live].sum()), 1e-12) * group.num_zigs / n
-    removed = np.concatenate([[0.0], np.cumsum(score[order])]) / unit
+    # the cost of a width: 1/s - 1, s the share of the group's saliency it keeps. A share, so emptying a
+    # narrow layer costs as much as emptying a wide one; growing as the layer narrows (16 -> 8 costs 1,
+    # 8 -> 4 costs 2, ..., 16 -> 1 costs 15), so a layer is not thinned to a bottleneck of a channel or
+    # two (the demo's blocks.0.conv1 16 -> 1) because each of its channels is cheap in latency
+    # Pruned channels' saliency is gone with their weights: the group's whole is the live channels'
+    # at their mean, and each width's cost counts from the current one's.
+    live_total = max(float(score[live].sum()), 1e-12)
+    whole = live_total * group.num_zigs / n
+    kept = live_total - np.concatenate([[0.0], np.cumsum(score[order])])
+    removed = whole / np.maximum(kept, 1e-9 * whole) - group.num_zigs / n
     base = savings.get(n, 0.0)
     points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
               and width_allowed(w, group.round_to)]
@@ -120,3 +125,47 @@ def select_latency(groups, scores, pruned, budget, savings):
         new[k][block] = True
         spent += saving
     return new
+
+
+def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, tries=6):
+    """Closed loop on the budget: `choose(budget)` gives a selection, `measure([selections])` their
+    latencies as fractions of the dense one (timed together). The budget is corrected (a secant
+    between the closest budgets on either side of `goal`, else a step by the saving still missing)
+    until a measured cut lands within `tolerance` of `goal`; the closest candidates are then timed
+    again side by side. The last period (`final`) takes the one nearest the goal, not above it by
+    more than the tolerance; an earlier one the nearest that does not cut below it by more, since
+    a period's overshoot cannot be undone later. Returns (selection, measured, budget)."""
+    tried = {}  # the selection's bytes -> [budget, selection, measured]
+    slow = fast = None  # (budget, measured): the largest budget still above goal, the smallest below
+    for _ in range(tries):
+        new = choose(budget)
+        key = b"".join(np.packbits(n).tobytes() for n in new)
+        if key not in tried:
+            tried[key] = [budget, new, measure([new])[0]]
+        measured = tried[key][2]
+        if abs(measured - goal) <= tolerance * goal:
+            break
+        if measured > goal and (slow is None or budget > slow[0]):
+            slow = (budget, measured)
+        elif measured < goal and (fast is None or budget < fast[0]):
+            fast = (budget, measured)
+        if slow and fast:
+            if fast[0] - slow[0] <= 1e-4 * max(fast[0], 1e-12):
+                break  # no budget between them changes the cut
+            step = (slow[1] - goal) / max(slow[1] - fast[1], 1e-12)
+            budget = slow[0] + float(np.clip(step, 0.15, 0.85)) * (fast[0] - slow[0])
+        else:
+            budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.02), 0.5, 2.0))
+            if budget <= 0:
+                break
+    candidates = sorted(tried.values(), key=lambda t: abs(t[2] - goal))[:3]
+    if len(candidates) > 1:
+        for entry, measured in zip(candidates, measure([c[1] for c in candidates])):
+            entry[2] = (entry[2] + measured) / 2  # both timings: less noise
+    if final:
+        fit = [c for c in candidates if c[2] <= goal * (1 + tolerance)]
+    else:
+        fit = [c for c in candidates if c[2] >= goal * (1 - tolerance)]
+    pick = min(fit, key=lambda c: abs(c[2] - goal)) if fit else (
+        min(candidates, key=lambda c: c[2]) if final else max(candidates, key=lambda c: c[2]))
+    return pick[1], pick[2], pick[0]

@@ -114,6 +114,8 @@ def train(session, optimizer, dataset, options, workdir, teacher=None, resume=Fa
                 with clock.phase("checkpoints"):
                     save_checkpoint(workdir, session, optimizer, *position, history, trace)
             val = f", val {record['val_metric']:.4f}" if record.get("val_metric") is not None else ""
+            if record.get("latency_measured") is not None:  # --target-latency, timed here
+                val = f", latency {record['latency_measured']:.3f} of dense (measured){val}"
             log(f"epoch {epoch + 1}/{options.epochs}: loss {record['loss']:.4f}, "
                 f"group sparsity {record.get('group_sparsity', 0):.3f}{val}")
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import numpy as np
 from .. import dist, graph, groups, progress
 from ..groups import keep_all, removed_positions
 from ..errors import ModelError, OptionError
-from ..latency import LatencyTable, measure_table, measured_ratio, same_machine
+from ..latency import LatencyTable, measure_table, measured_ratio, measured_ratios, same_machine
 from ..report import latency_text, profile_pair
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
@@ -28,6 +28,7 @@ from .zigs import in_training_layout, optimizer_groups, unit_groups
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
 RECALIBRATION_SAMPLES = 6400  # BatchNorm statistics of the written model, in batches of the training batch size
 LATENCY_SLACK = 0.1  # a measured latency more than 10% over its target is called a miss
+SEARCH_ROUNDS = 40  # timed runs of each candidate cut in --target-latency's budget search
 VAL_RECALIBRATION_SAMPLES = 1280  # those of the epochs' validation metric: cheaper, close enough to compare epochs
 
 
@@ -267,8 +268,9 @@ def _optimizer(job, session, zig_groups, batchnorm):
                   flops_fn=lambda keep: analysis.predict_cost(_complete_keep(analysis, keep))[1],
                   target_latency=options.target_latency, latency=job.table, **options.extra)
     if options.target_latency is not None and same_machine(job.table.machine):  # the cut can be timed here
-        kwargs["latency_fn"] = lambda keep: measured_ratio(
-            job.dense, cut(job.dense, analysis.groups, _complete_keep(analysis, keep)), job.table)
+        kwargs["latency_fn"] = lambda keeps: measured_ratios(
+            job.dense, [cut(job.dense, analysis.groups, _complete_keep(analysis, keep)) for keep in keeps], job.table,
+            rounds=SEARCH_ROUNDS)
     if options.optimizer == "hesso-cric":
         kwargs["loss_fn"] = _probe_loss(job, session, batchnorm)
     return OPTIMIZER_CLASSES[options.optimizer](session.params, zig_groups, base, **kwargs)
