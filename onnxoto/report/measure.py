@@ -63,7 +63,7 @@ def _fitted(model, feeds):
     out = {}
     for name, array in feeds.items():
         shape = model.shapes.get(name)
-        if shape is not None and len(shape) == array.ndim:
+        if shape is not None and array.ndim and len(shape) == array.ndim:  # a 0-d input stays an array
             array = array[tuple(slice(0, d) if isinstance(d, int) else slice(None) for d in shape)]
         out[name] = array
     return out
