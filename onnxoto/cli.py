@@ -110,6 +110,7 @@ def verify(model, data, subsets, seed, json_path, input_shape):
     what = f"verify: {dense.name}"
     arrays = load_data(data, dense.proto).arrays if data else None
     feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
+    del dense  # the certificate's child process loads its own: a large model is not held twice
     cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what)
     for check in cert.failures:
         detail = check.error or f"rel diff {check.rel_diff:.3g}"
