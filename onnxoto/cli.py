@@ -120,6 +120,7 @@ def verify(model, data, subsets, seed, json_path, input_shape, allow_io_change):
     dataset = load_data(data, dense.proto) if data else None
     arrays = {**dataset.arrays, **dataset.constants} if dataset else None
     feeds = verifier.certified_inputs(dense, arrays, data, np.random.default_rng(seed), what)
+    del dense  # the certificate's child process loads its own: a large model is not held twice
     cert = verifier.certify_file(model, feeds, shapes, subsets=subsets, seed=seed, what=what,
                                  allow_io_change=allow_io_change)
     for check in cert.failures:

@@ -60,7 +60,8 @@ def test_a_model_too_large_to_serialize_runs_from_its_skeleton(monkeypatch):
     monkeypatch.setattr(store, "SAFE_SIZE", 0)
     skeleton, arrays = store.detached(proto)
     assert arrays and skeleton.ByteSize() < sum(a.nbytes for a in arrays.values()) / 10
-    assert np.array_equal(graph.session(proto).run(None, {"x": x})[0], whole[0])
+    # the same weights; without prepacking onnxruntime runs other kernels, so float32 rounding differs
+    np.testing.assert_allclose(graph.session(proto).run(None, {"x": x})[0], whole[0], rtol=1e-5, atol=1e-6)
 
 
 def test_prune_writes_external_data_when_the_model_came_with_it(tmp_path):
@@ -104,5 +105,5 @@ def test_a_cut_too_large_to_serialize_is_checked_and_runs(monkeypatch):
     expected = graph.session(surgery.cut(model, analysis.groups, keep)).run(None, {"x": x})[0]
     monkeypatch.setattr(store, "SAFE_SIZE", 0)
     cut = surgery.cut(model, analysis.groups, keep)  # the checker sees its skeleton
-    assert np.array_equal(graph.session(cut).run(None, {"x": x})[0], expected)
+    np.testing.assert_allclose(graph.session(cut).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-6)  # unpacked kernels
     assert proto.graph.initializer  # the source is left as it was

@@ -131,6 +131,7 @@ def session(proto_or_path, threads=None, provider="CPUExecutionProvider"):
         proto_or_path, arrays = detached(proto_or_path)
         values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays.values()]
         options.add_external_initializers(list(arrays), values)
+        options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every weight
     made = ort.InferenceSession(proto_or_path.SerializeToString(), options, providers=[provider])
     made.onnxoto_initializers = arrays, values  # onnxruntime reads them in place: they must outlive the session
     return made
