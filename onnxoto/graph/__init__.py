@@ -9,11 +9,11 @@ from .load import bring_versions_in_range, check_domains, default_opset, read_mo
 from .model import Model
 from .normalize import drop_unused_initializers, infer_shapes, normalize
 from .operands import node_reads
-from .view import (dims, display_name, fed_whole, fresh_name, producers, readers, row_count, run, session,
+from .view import (batch_symbols, dims, display_name, fed_whole, fresh_name, producers, readers, row_count, rowless_outputs, run, session,
                    static_dims, take_rows, taken_names, whole_inputs, with_initializers, with_outputs)
 
-__all__ = ["Model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fed_whole", "fresh_name", "from_proto",
-           "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "row_count", "run", "session",
+__all__ = ["Model", "batch_symbols", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers", "fed_whole", "fresh_name", "from_proto",
+           "infer_shapes", "load", "node_reads", "parse_input_shapes", "producers", "readers", "row_count", "rowless_outputs", "run", "session",
            "static_dims", "take_rows", "taken_names", "whole_inputs", "with_initializers", "with_outputs"]
 
 
