@@ -37,9 +37,11 @@ def generated_data(path, folder):
         feeds = accepted_inputs(model, rng, f"data for {model.name}", batch=ROWS)
         # inputs fed whole (a scalar sample rate, a state 2 x batch x 128) go into the .npz as generated, once
         whole = graph.whole_inputs(model.proto)
-        if graph.row_count(feeds, whole) == 1:  # a batch fixed to 1 (declared or inside): ROWS draws, stacked
+        counts = {len(v) for k, v in feeds.items() if k not in whole}
+        if counts == {1} or len(counts) > 1:  # a batch fixed to 1 (declared, inside, or in a state): ROWS draws
             size = _free_size(model, feeds)
-            draws = [feeds] + [random_inputs(model, rng, batch=1, size=size) for _ in range(ROWS - 1)]
+            draws = [feeds if counts == {1} else random_inputs(model, rng, batch=1, size=size)]
+            draws += [random_inputs(model, rng, batch=1, size=size) for _ in range(ROWS - 1)]
             feeds = {k: draws[0][k] if k in whole else np.concatenate([d[k] for d in draws]) for k in draws[0]}
     except OnnxotoError as exc:
         return None, str(exc)

@@ -10,13 +10,15 @@ from .model import Model
 from .normalize import drop_unused_initializers, infer_shapes, normalize
 from .operands import node_reads
 from .store import check as check_model, has_external_data, is_large, save
-from .view import (dims, display_name, fed_whole, fresh_name, producers, readers, row_count, run, session,
-                   static_dims, take_rows, taken_names, whole_inputs, with_initializers, with_outputs)
+from .view import (batch_symbols, dims, display_name, fed_whole, fresh_name, producers, readers, row_count,
+                   rowless_outputs, run, session, static_dims, take_rows, taken_names, whole_inputs, with_initializers,
+                   with_outputs)
 
-__all__ = ["Model", "check_model", "default_opset", "describe_sizes", "dims", "display_name", "drop_unused_initializers",
-           "fed_whole", "fresh_name", "from_proto", "has_external_data", "infer_shapes", "is_large", "load", "node_reads",
-           "parse_input_shapes", "producers", "readers", "row_count", "run", "save", "session", "static_dims",
-           "take_rows", "taken_names", "whole_inputs", "with_initializers", "with_outputs"]
+__all__ = ["Model", "batch_symbols", "check_model", "default_opset", "describe_sizes", "dims", "display_name",
+           "drop_unused_initializers", "fed_whole", "fresh_name", "from_proto", "has_external_data", "infer_shapes",
+           "is_large", "load", "node_reads", "parse_input_shapes", "producers", "readers", "row_count",
+           "rowless_outputs", "run", "save", "session", "static_dims", "take_rows", "taken_names", "whole_inputs",
+           "with_initializers", "with_outputs"]
 
 
 def load(path, strict=False, input_shapes=None):

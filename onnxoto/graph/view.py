@@ -75,6 +75,25 @@ def whole_inputs(proto):
     return frozenset(v.name for v in proto.graph.input if v.name not in initializers and fed_whole(dims(v)))
 
 
+def batch_symbols(proto):
+    """The symbols on axis 0 of the graph inputs that take rows (the batch, as a state `2 x batch x 128` names it)."""
+    initializers = {init.name for init in proto.graph.initializer}
+    shapes = [dims(v) for v in proto.graph.input if v.name not in initializers]
+    return {s[0] for s in shapes if s and not fed_whole(s) and isinstance(s[0], str)}
+
+
+def rowless_outputs(proto):
+    """Names of the graph outputs without rows on axis 0: fed_whole shapes, and those that carry the batch
+    symbol on a later axis only (Silero's next state, `dim x batch x dim`)."""
+    batch = batch_symbols(proto)
+    out = set()
+    for value in proto.graph.output:
+        shape = dims(value)
+        if shape is not None and (fed_whole(shape) or (shape[0] not in batch and any(d in batch for d in shape[1:]))):
+            out.add(value.name)
+    return frozenset(out)
+
+
 def take_rows(feeds, rows, whole=frozenset()):
     """feeds with every array but those named in `whole` cut to `rows` (a slice or an index array)."""
     return {name: array if name in whole else array[rows] for name, array in feeds.items()}

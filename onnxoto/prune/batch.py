@@ -79,7 +79,7 @@ def data_shapes(model, dataset):
 def session_for(proto, rows_per_run):
     """An inference session of `proto`; of a batch-1 model, run one row at a time."""
     session = graph.session(proto)
-    return RowWise(session, graph.whole_inputs(proto)) if rows_per_run else session
+    return RowWise(session, graph.whole_inputs(proto), graph.rowless_outputs(proto)) if rows_per_run else session
 
 
 @dataclass
@@ -177,8 +177,9 @@ def _write(folder, same, reason):
 class RowWise:
     """An onnxruntime InferenceSession of a batch-1 model, run one row at a time."""
 
-    def __init__(self, session, whole=frozenset()):
+    def __init__(self, session, whole=frozenset(), rowless=frozenset()):
         self.session, self.whole = session, whole  # whole: inputs fed whole to every run, not cut into rows
+        self.rowless = rowless  # outputs without rows (graph.rowless_outputs): the last row's is returned
 
     def get_inputs(self):
         return self.session.get_inputs()
@@ -189,7 +190,6 @@ class RowWise:
     def run(self, names, feeds):
         rows = graph.row_count(feeds, self.whole)
         parts = [self.session.run(names, graph.take_rows(feeds, slice(i, i + 1), self.whole)) for i in range(rows)]
-        shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
-        names = names or list(shapes)  # an output without rows (a state 2 x batch x 128): the last row's
-        return [outputs[-1] if graph.fed_whole(shapes.get(name)) else np.concatenate(outputs, axis=0)
+        names = names or [o.name for o in self.session.get_outputs()]
+        return [outputs[-1] if name in self.rowless else np.concatenate(outputs, axis=0)
                 for name, outputs in zip(names, zip(*parts))]

@@ -13,7 +13,7 @@ import onnx
 
 from ..child import run_child, step
 from ..errors import ModelError, OptionError
-from ..graph import dims, fed_whole, fresh_name, taken_names
+from ..graph import fresh_name, rowless_outputs, taken_names
 from .kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
 from .trainable import prepare_for_training, trainable_params
 
@@ -64,8 +64,10 @@ def loss_for(model: onnx.ModelProto, kind: str | Loss | None = None, labels: np.
     graph_outputs = [o.name for o in model.graph.output]
     if output is not None and output not in graph_outputs:
         raise OptionError(f"model has no output {output!r} (outputs: {', '.join(graph_outputs)})")
-    # every output, but those without rows (graph.fed_whole: a recurrent state 2 x batch x 128) while another has them
-    rowed = [o.name for o in model.graph.output if not fed_whole(dims(o))]
+    # every output, but those without rows (graph.rowless_outputs: a recurrent state 2 x batch x 128) while
+    # another has them
+    rowless = rowless_outputs(model)
+    rowed = [o.name for o in model.graph.output if o.name not in rowless]
     outputs = (rowed or graph_outputs) if form.all_outputs else [output or graph_outputs[0]]
     taken = taken_names(model.graph)
     targets = []

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from ..errors import DataError
-from ..graph import dims, fed_whole, static_dims
+from ..graph import batch_symbols, dims, fed_whole, static_dims
 
 LABELS = "labels"
 _CHUNK = 1 << 16  # samples per chunk when scanning (memory-mapped) arrays for NaN/inf
@@ -171,12 +171,6 @@ def _checked_input(arrays: dict[str, np.ndarray], spec: InputSpec, source: str) 
     if np.issubdtype(array.dtype, np.floating):
         _check_finite(array, spec.name, source)
     return array
-
-
-def batch_symbols(model: onnx.ModelProto) -> set[str]:
-    """The symbols on axis 0 of the inputs that take rows (the batch, as a state's `2 x batch x 128` names it)."""
-    shapes = [dims(v) for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}]
-    return {s[0] for s in shapes if s and not fed_whole(s) and isinstance(s[0], str)}
 
 
 def _check_batch_axes(model: onnx.ModelProto, constants: dict[str, np.ndarray], source: str) -> None:
