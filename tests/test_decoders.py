@@ -35,7 +35,7 @@ def _kv_groups(analysis):
 def test_the_zoo_has_every_kind():
     names = {os.path.basename(p) for p in DECODERS}
     assert {"decoder_llama.onnx", "decoder_llama_dynamo.onnx", "decoder_llama_cache.onnx", "decoder_qwen2.onnx",
-            "decoder_llama_tied.onnx"} <= names
+            "decoder_llama_tied.onnx", "decoder_llama_mask.onnx", "decoder_qwen2_cache.onnx"} <= names
     assert all(os.path.getsize(p) < 1_100_000 for p in DECODERS)
 
 
@@ -147,3 +147,23 @@ def test_a_cache_group_is_prunable_only_with_io_change():
     assert g.io == ["past", "present"]
     cert = verify.certify(analysis, subsets=1)
     assert cert.passed and cert.groups_verified == 1
+
+
+def test_prune_on_token_ids_with_an_attention_mask(tmp_path):
+    """`prune` on an .npz of input_ids and attention_mask (left padding), distilled from the dense model:
+    KV groups and MLP channels cut, the cut certified against the trained model on the data."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (32, 12)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, pad in enumerate(rng.integers(0, 4, len(ids))):
+        mask[row, :pad] = 0
+    np.savez(tmp_path / "tokens.npz", input_ids=ids, attention_mask=mask)
+    from onnxoto.prune import PruneOptions, prune
+    result = prune(os.path.join(MODELS, "decoder_llama_mask.onnx"), str(tmp_path / "tokens.npz"),
+                   str(tmp_path / "pruned.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=2, batch_size=8, target_sparsity=0.3, base="adamw"))
+    assert result.verified and result.settings["loss"] == "distill"
+    cut_widths = {g["channels"]: g["kept"] for g in result.groups if g["kept"] < g["channels"]}
+    assert INTERMEDIATE in cut_widths
+    pruned = graph.load(str(tmp_path / "pruned.onnx"))
+    assert pruned.input_names == ["input_ids", "attention_mask"]
