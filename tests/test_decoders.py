@@ -35,7 +35,8 @@ def _kv_groups(analysis):
 def test_the_zoo_has_every_kind():
     names = {os.path.basename(p) for p in DECODERS}
     assert {"decoder_llama.onnx", "decoder_llama_dynamo.onnx", "decoder_llama_cache.onnx", "decoder_qwen2.onnx",
-            "decoder_llama_tied.onnx", "decoder_llama_mask.onnx", "decoder_qwen2_cache.onnx"} <= names
+            "decoder_llama_tied.onnx", "decoder_llama_mask.onnx", "decoder_qwen2_cache.onnx",
+            "decoder_llama_cache_dynamo.onnx"} <= names
     assert all(os.path.getsize(p) < 1_100_000 for p in DECODERS)
 
 
@@ -87,7 +88,8 @@ def test_a_cache_pins_kv_groups_without_the_flag():
     assert len(reasons) == LAYERS
 
 
-@pytest.mark.parametrize("name", ["decoder_llama", "decoder_qwen2_dynamo", "decoder_llama_cache", "decoder_qwen2_cache"])
+@pytest.mark.parametrize("name", ["decoder_llama", "decoder_qwen2_dynamo", "decoder_llama_cache", "decoder_qwen2_cache",
+                                  "decoder_llama_cache_dynamo"])
 def test_after_a_cut_outputs_equal_the_zeroed_models(name):
     """One KV group of layer 0 and a third of every MLP cut: outputs (and the kept part of the cache)
     equal the zeroed model's, on inputs with a past of 3 and 5 new tokens; the dense model differs."""

@@ -39,6 +39,7 @@ ZOO = {
     "decoder_qwen2": ("qwen2", "legacy", False, True),
     "decoder_qwen2_dynamo": ("qwen2", "dynamo", False, True),
     "decoder_qwen2_cache": ("qwen2", "legacy", True, True),
+    "decoder_llama_cache_dynamo": ("llama", "dynamo", True, False),
 }
 
 
@@ -170,9 +171,9 @@ def export(lm, path, exporter="legacy", cache=False):
             shapes = [{0: n, 1: s}]
             if cache == "mask":
                 shapes.append({0: n, 1: s})
-            elif cache:
+            elif cache:  # forward(input_ids, *past): the past tensors are one (varargs) argument
                 p = torch.export.Dim("P", min=1, max=256)
-                shapes += [{0: n, 2: p}] * (len(inputs) - 1)
+                shapes.append(tuple({0: n, 2: p} for _ in inputs[1:]))
             program = torch.onnx.export(module, args, dynamo=True, opset_version=18, input_names=inputs,
                                         output_names=outputs, dynamic_shapes=tuple(shapes), verbose=False)
             program.save(path)
