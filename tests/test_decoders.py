@@ -5,6 +5,7 @@ import glob
 import os
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -169,3 +170,27 @@ def test_prune_on_token_ids_with_an_attention_mask(tmp_path):
     assert INTERMEDIATE in cut_widths
     pruned = graph.load(str(tmp_path / "pruned.onnx"))
     assert pruned.input_names == ["input_ids", "attention_mask"]
+
+
+def test_prune_with_a_cache_writes_the_new_cache_shapes(tmp_path):
+    """`prune --allow-io-change` on a cached decoder: certified on data whose past holds real values
+    (fed zero where cut heads' cache goes), the new shapes in the result and the model's metadata."""
+    rng = np.random.default_rng(0)
+    data = {"input_ids": rng.integers(0, VOCAB, (32, 6)).astype(np.int64)}
+    for i in range(LAYERS):
+        for kind in ("key", "value"):
+            data[f"past_{kind}.{i}"] = rng.standard_normal((32, KV_HEADS, 3, HEAD_DIM)).astype(np.float32)
+    np.savez(tmp_path / "cache.npz", **data)
+    from onnxoto.prune import PruneOptions, prune
+    out = tmp_path / "pruned.onnx"
+    result = prune(os.path.join(MODELS, "decoder_llama_cache.onnx"), str(tmp_path / "cache.npz"), str(out),
+                   log=lambda s: None, options=PruneOptions(epochs=2, batch_size=8, target_sparsity=0.5,
+                                                            base="adamw", allow_io_change=True))
+    assert result.verified
+    kept_kv = [g["kept"] for g in result.groups if g["channels"] == KV_HEADS]
+    assert min(kept_kv) < KV_HEADS  # half of all ZIGs: the KV groups lose heads too (seeded)
+    stamped = provenance.read(onnx.load(out))
+    assert stamped["num_key_value_heads"] == kept_kv
+    assert result.io_shapes["past_key.0"]["after"][1] == kept_kv[0]
+    model = graph.load(str(out))
+    assert [model.shapes[f"past_key.{i}"][1] for i in range(LAYERS)] == kept_kv
