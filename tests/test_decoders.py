@@ -194,3 +194,29 @@ def test_prune_with_a_cache_writes_the_new_cache_shapes(tmp_path):
     assert result.io_shapes["past_key.0"]["after"][1] == kept_kv[0]
     model = graph.load(str(out))
     assert [model.shapes[f"past_key.{i}"][1] for i in range(LAYERS)] == kept_kv
+
+
+def test_group_targets_remove_a_quarter_of_kv_groups_and_30_percent_of_mlp(tmp_path):
+    """--group-target: KV groups (layer '*self_attn*') and MLP channels ('*mlp*') each with their own
+    sparsity, counted over all the groups a glob matches; nothing else is cut."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tokens.npz", input_ids=rng.integers(0, VOCAB, (32, 8)).astype(np.int64))
+    from onnxoto.prune import PruneOptions, prune
+    result = prune(os.path.join(MODELS, "decoder_llama.onnx"), str(tmp_path / "tokens.npz"),
+                   str(tmp_path / "pruned.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=2, batch_size=8, base="adamw",
+                                        group_targets={"*self_attn*": 0.25, "*mlp*": 0.3}))
+    assert result.verified
+    removed = {}
+    for g in result.groups:
+        removed[g["channels"]] = removed.get(g["channels"], 0) + g["channels"] - g["kept"]
+    assert removed == {KV_HEADS: 1, INTERMEDIATE: round(0.3 * INTERMEDIATE * LAYERS)}
+
+
+def test_a_group_target_that_matches_nothing_is_refused(tmp_path):
+    np.savez(tmp_path / "tokens.npz", input_ids=np.zeros((8, 8), np.int64))
+    from onnxoto.errors import OptionError
+    from onnxoto.prune import PruneOptions, prune
+    with pytest.raises(OptionError, match="matches no prunable group"):
+        prune(os.path.join(MODELS, "decoder_llama.onnx"), str(tmp_path / "tokens.npz"), str(tmp_path / "p.onnx"),
+              log=lambda s: None, options=PruneOptions(epochs=1, batch_size=8, group_targets={"*nothing*": 0.5}))
