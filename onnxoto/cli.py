@@ -134,6 +134,20 @@ def verify(model, data, subsets, seed, json_path, input_shape, allow_io_change):
     sys.exit(0 if cert.passed else 1)
 
 
+def _group_targets(values):
+    """--group-target GLOB=F values as {glob: fraction}, in the order given."""
+    out = {}
+    for value in values:
+        pattern, _, fraction = value.rpartition("=")
+        try:
+            out[pattern] = float(fraction)
+        except ValueError:
+            raise OptionError(f"--group-target {value!r}: expected GLOB=FRACTION, e.g. '*mlp*=0.3'") from None
+        if not pattern:
+            raise OptionError(f"--group-target {value!r}: expected GLOB=FRACTION, e.g. '*mlp*=0.3'")
+    return out
+
+
 def prune_options(defaults=None, only=None):
     """The click options of PruneOptions' fields (their help, type, choices and default), `only` some of them
     with other `defaults` for a command that shares them (demo)."""
@@ -166,14 +180,18 @@ def prune_options(defaults=None, only=None):
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.json/report.md (and keep work files) here.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its report folder.")
 @input_shape_option
+@click.option("--group-target", "group_target", multiple=True, metavar="GLOB=F",
+              help="Groups whose id or layer matches GLOB (fnmatch) lose fraction F of their channels together, "
+                   "outside --target-sparsity's budget, e.g. '*self_attn*=0.25' (repeatable; the first match wins).")
 @quiet_option
 @user_errors
-def prune(model, data, val, output, report_dir, resume_dir, input_shape, **settings):
+def prune(model, data, val, output, report_dir, resume_dir, input_shape, group_target, **settings):
     """Train MODEL with a sparse optimizer on DATA and write the smaller, certified model."""
     from . import graph
     from .prune import PruneOptions, prune as run_prune
     from .report import summary_text, write_report
-    options = PruneOptions(**settings, input_shapes=graph.parse_input_shapes(input_shape))
+    options = PruneOptions(**settings, input_shapes=graph.parse_input_shapes(input_shape),
+                           group_targets=_group_targets(group_target))
     workdir = resume_dir or report_dir
     result = run_prune(model, data, output, val=val, options=options, workdir=workdir,
                        resume=resume_dir is not None, log=log_line)

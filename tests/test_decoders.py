@@ -5,6 +5,7 @@ import glob
 import os
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -35,7 +36,8 @@ def _kv_groups(analysis):
 def test_the_zoo_has_every_kind():
     names = {os.path.basename(p) for p in DECODERS}
     assert {"decoder_llama.onnx", "decoder_llama_dynamo.onnx", "decoder_llama_cache.onnx", "decoder_qwen2.onnx",
-            "decoder_llama_tied.onnx"} <= names
+            "decoder_llama_tied.onnx", "decoder_llama_mask.onnx", "decoder_qwen2_cache.onnx",
+            "decoder_llama_cache_dynamo.onnx"} <= names
     assert all(os.path.getsize(p) < 1_100_000 for p in DECODERS)
 
 
@@ -87,7 +89,8 @@ def test_a_cache_pins_kv_groups_without_the_flag():
     assert len(reasons) == LAYERS
 
 
-@pytest.mark.parametrize("name", ["decoder_llama", "decoder_qwen2_dynamo", "decoder_llama_cache", "decoder_qwen2_cache"])
+@pytest.mark.parametrize("name", ["decoder_llama", "decoder_qwen2_dynamo", "decoder_llama_cache", "decoder_qwen2_cache",
+                                  "decoder_llama_cache_dynamo"])
 def test_after_a_cut_outputs_equal_the_zeroed_models(name):
     """One KV group of layer 0 and a third of every MLP cut: outputs (and the kept part of the cache)
     equal the zeroed model's, on inputs with a past of 3 and 5 new tokens; the dense model differs."""
@@ -147,3 +150,73 @@ def test_a_cache_group_is_prunable_only_with_io_change():
     assert g.io == ["past", "present"]
     cert = verify.certify(analysis, subsets=1)
     assert cert.passed and cert.groups_verified == 1
+
+
+def test_prune_on_token_ids_with_an_attention_mask(tmp_path):
+    """`prune` on an .npz of input_ids and attention_mask (left padding), distilled from the dense model:
+    KV groups and MLP channels cut, the cut certified against the trained model on the data."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (32, 12)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, pad in enumerate(rng.integers(0, 4, len(ids))):
+        mask[row, :pad] = 0
+    np.savez(tmp_path / "tokens.npz", input_ids=ids, attention_mask=mask)
+    from onnxoto.prune import PruneOptions, prune
+    result = prune(os.path.join(MODELS, "decoder_llama_mask.onnx"), str(tmp_path / "tokens.npz"),
+                   str(tmp_path / "pruned.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=2, batch_size=8, target_sparsity=0.3, base="adamw"))
+    assert result.verified and result.settings["loss"] == "distill"
+    cut_widths = {g["channels"]: g["kept"] for g in result.groups if g["kept"] < g["channels"]}
+    assert INTERMEDIATE in cut_widths
+    pruned = graph.load(str(tmp_path / "pruned.onnx"))
+    assert pruned.input_names == ["input_ids", "attention_mask"]
+
+
+def test_prune_with_a_cache_writes_the_new_cache_shapes(tmp_path):
+    """`prune --allow-io-change` on a cached decoder: certified on data whose past holds real values
+    (fed zero where cut heads' cache goes), the new shapes in the result and the model's metadata."""
+    rng = np.random.default_rng(0)
+    data = {"input_ids": rng.integers(0, VOCAB, (32, 6)).astype(np.int64)}
+    for i in range(LAYERS):
+        for kind in ("key", "value"):
+            data[f"past_{kind}.{i}"] = rng.standard_normal((32, KV_HEADS, 3, HEAD_DIM)).astype(np.float32)
+    np.savez(tmp_path / "cache.npz", **data)
+    from onnxoto.prune import PruneOptions, prune
+    out = tmp_path / "pruned.onnx"
+    result = prune(os.path.join(MODELS, "decoder_llama_cache.onnx"), str(tmp_path / "cache.npz"), str(out),
+                   log=lambda s: None, options=PruneOptions(epochs=2, batch_size=8, target_sparsity=0.5,
+                                                            base="adamw", allow_io_change=True))
+    assert result.verified
+    kept_kv = [g["kept"] for g in result.groups if g["channels"] == KV_HEADS]
+    assert min(kept_kv) < KV_HEADS  # half of all ZIGs: the KV groups lose heads too (seeded)
+    stamped = provenance.read(onnx.load(out))
+    assert stamped["num_key_value_heads"] == kept_kv
+    assert result.io_shapes["past_key.0"]["after"][1] == kept_kv[0]
+    model = graph.load(str(out))
+    assert [model.shapes[f"past_key.{i}"][1] for i in range(LAYERS)] == kept_kv
+
+
+def test_group_targets_remove_a_quarter_of_kv_groups_and_30_percent_of_mlp(tmp_path):
+    """--group-target: KV groups (layer '*self_attn*') and MLP channels ('*mlp*') each with their own
+    sparsity, counted over all the groups a glob matches; nothing else is cut."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tokens.npz", input_ids=rng.integers(0, VOCAB, (32, 8)).astype(np.int64))
+    from onnxoto.prune import PruneOptions, prune
+    result = prune(os.path.join(MODELS, "decoder_llama.onnx"), str(tmp_path / "tokens.npz"),
+                   str(tmp_path / "pruned.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=2, batch_size=8, base="adamw",
+                                        group_targets={"*self_attn*": 0.25, "*mlp*": 0.3}))
+    assert result.verified
+    removed = {}
+    for g in result.groups:
+        removed[g["channels"]] = removed.get(g["channels"], 0) + g["channels"] - g["kept"]
+    assert removed == {KV_HEADS: 1, INTERMEDIATE: round(0.3 * INTERMEDIATE * LAYERS)}
+
+
+def test_a_group_target_that_matches_nothing_is_refused(tmp_path):
+    np.savez(tmp_path / "tokens.npz", input_ids=np.zeros((8, 8), np.int64))
+    from onnxoto.errors import OptionError
+    from onnxoto.prune import PruneOptions, prune
+    with pytest.raises(OptionError, match="matches no prunable group"):
+        prune(os.path.join(MODELS, "decoder_llama.onnx"), str(tmp_path / "tokens.npz"), str(tmp_path / "p.onnx"),
+              log=lambda s: None, options=PruneOptions(epochs=1, batch_size=8, group_targets={"*nothing*": 0.5}))

@@ -29,8 +29,9 @@ EXTERNAL_OVER = 1_800_000_000  # weight bytes above which a file keeps its weigh
 
 SMALL = dict(hidden=64, layers=2, heads=8, kv_heads=2, intermediate=128, vocab=256)
 
-# name -> (family, exporter, cache, tied embeddings)
+# name -> (family, exporter, cache, tied embeddings); "mask" as the cache: attention_mask (N, S) as an input
 ZOO = {
+    "decoder_llama_mask": ("llama", "legacy", "mask", False),
     "decoder_llama": ("llama", "legacy", False, False),
     "decoder_llama_tied": ("llama", "legacy", False, True),
     "decoder_llama_dynamo": ("llama", "dynamo", False, False),
@@ -38,6 +39,7 @@ ZOO = {
     "decoder_qwen2": ("qwen2", "legacy", False, True),
     "decoder_qwen2_dynamo": ("qwen2", "dynamo", False, True),
     "decoder_qwen2_cache": ("qwen2", "legacy", True, True),
+    "decoder_llama_cache_dynamo": ("llama", "dynamo", True, False),
 }
 
 
@@ -84,6 +86,17 @@ class NoCache(torch.nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
+class WithMask(torch.nn.Module):
+    """input_ids and attention_mask (N, S) int64 (1 for a token, 0 for padding) in; logits out."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
 class WithCache(torch.nn.Module):
     """input_ids and per-layer past key/value tensors in; logits and present key/value out."""
 
@@ -106,6 +119,8 @@ class WithCache(torch.nn.Module):
 
 def io_names(layers, cache):
     inputs, outputs = ["input_ids"], ["logits"]
+    if cache == "mask":
+        return inputs + ["attention_mask"], outputs
     if cache:
         for i in range(layers):
             inputs += [f"past_key.{i}", f"past_value.{i}"]
@@ -117,6 +132,10 @@ def example(lm, batch=2, seq=5, past=3, cache=False, seed=0):
     cfg = lm.config
     g = torch.Generator().manual_seed(seed)
     args = [torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)]
+    if cache == "mask":  # left padding on the first row
+        mask = torch.ones(batch, seq, dtype=torch.int64)
+        mask[0, :2] = 0
+        return (args[0], mask)
     if cache:
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         for _ in range(2 * cfg.num_hidden_layers):
@@ -134,7 +153,7 @@ def _no_packed_sequences():
 
 def export(lm, path, exporter="legacy", cache=False):
     _no_packed_sequences()
-    module = WithCache(lm) if cache else NoCache(lm)
+    module = WithMask(lm) if cache == "mask" else WithCache(lm) if cache else NoCache(lm)
     args = example(lm, cache=cache)
     inputs, outputs = io_names(lm.config.num_hidden_layers, cache)
     with warnings.catch_warnings():
@@ -142,7 +161,7 @@ def export(lm, path, exporter="legacy", cache=False):
         if exporter == "legacy":
             axes = {"input_ids": {0: "N", 1: "S"}, "logits": {0: "N", 1: "S"}}
             for name in inputs[1:]:
-                axes[name] = {0: "N", 2: "P"}
+                axes[name] = {0: "N", 1: "S"} if cache == "mask" else {0: "N", 2: "P"}
             for name in outputs[1:]:
                 axes[name] = {0: "N", 2: "T"}
             torch.onnx.export(module, args, path, dynamo=False, opset_version=17, input_names=inputs,
@@ -150,9 +169,11 @@ def export(lm, path, exporter="legacy", cache=False):
         else:
             n, s = torch.export.Dim("N", min=1, max=64), torch.export.Dim("S", min=2, max=256)
             shapes = [{0: n, 1: s}]
-            if cache:
+            if cache == "mask":
+                shapes.append({0: n, 1: s})
+            elif cache:  # forward(input_ids, *past): the past tensors are one (varargs) argument
                 p = torch.export.Dim("P", min=1, max=256)
-                shapes += [{0: n, 2: p}] * (len(inputs) - 1)
+                shapes.append(tuple({0: n, 2: p} for _ in inputs[1:]))
             program = torch.onnx.export(module, args, dynamo=True, opset_version=18, input_names=inputs,
                                         output_names=outputs, dynamic_shapes=tuple(shapes), verbose=False)
             program.save(path)

@@ -24,6 +24,7 @@ class ZigGroup:
     prunable: bool = True
     erasable: bool = False  # a whole branch (one ZIG): may be pruned entirely, against its own budget
     join: str = ""  # erasable branches sharing a join are exclusive: the join keeps one live input
+    target: float | None = None  # its own sparsity target (--group-target), outside the global budget
 
 
 class Band:

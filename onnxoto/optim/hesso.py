@@ -95,10 +95,19 @@ class Hesso:
                 if (self.pruned[k] | new[k]).all():
                     for j, mask in inside.items():
                         new[j] |= mask & ~self.pruned[j]
-        channels = [not g.erasable and g.prunable for g in self.groups]
+        channels = [not g.erasable and g.prunable and g.target is None for g in self.groups]
         marked = [p | n for p, n in zip(self.pruned, new)]
         chosen = self._select_channels(period, self._subset(channels, scores, marked))
-        return [n | c for n, c in zip(new, chosen)]
+        new = [n | c for n, c in zip(new, chosen)]
+        share = (period + 1) / self.schedule.periods
+        for target in sorted({g.target for g in self.groups if g.target is not None and not g.erasable}):
+            which = [not g.erasable and g.prunable and g.target == target for g in self.groups]
+            total = sum(g.num_zigs for g, w in zip(self.groups, which) if w)
+            marked = [p | n for p, n in zip(self.pruned, new)]
+            chosen = select(*self._subset(which, scores, marked), int(round(target * total * share)),
+                            [float(w) for w in which], int(round(target * total)))
+            new = [n | c for n, c in zip(new, chosen)]
+        return new
 
     def _channels_inside_units(self):
         """{unit group k: {channel group j: bool per ZIG}}: the channel ZIGs whose producer elements all
@@ -185,12 +194,13 @@ class Hesso:
     def _budget(self, period):
         """(budget, cost per ZIG or None) over channel groups, reached cumulatively by the end of `period`."""
         share = (period + 1) / self.schedule.periods
-        channels = [g for g in self.groups if not g.erasable]
+        own = [g.erasable or g.target is not None for g in self.groups]  # outside this budget
+        channels = [g for g, o in zip(self.groups, own) if not o]
         if self.target_flops is not None:
-            return self.target_flops * self.total_flops * share, [0.0 if g.erasable else g.flops_per_zig
-                                                                  for g in self.groups]
+            return self.target_flops * self.total_flops * share, [0.0 if o else g.flops_per_zig
+                                                                  for g, o in zip(self.groups, own)]
         total = sum(g.num_zigs for g in channels)
-        return int(round(self.target_sparsity * total * share)), [0.0 if g.erasable else 1.0 for g in self.groups]
+        return int(round(self.target_sparsity * total * share)), [0.0 if o else 1.0 for o in own]
 
     def _project(self, position):
         """Fading ZIGs shrink by (D-t-1)/(D-t) (zero at the period's end); earlier ones stay zero."""

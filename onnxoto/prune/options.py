@@ -62,6 +62,9 @@ class PruneOptions:
     verify_batches: int = option(4, "Batches of the training data the certificate runs on.", cli=False)
     # input name -> sizes (-1 keeps a dim symbolic), from --input-shape (cli.py); empty: the data's sizes
     input_shapes: dict = field(default_factory=dict, metadata={"cli": False})
+    # glob -> fraction, from --group-target (cli.py): groups whose id or layer matches have that sparsity
+    # target of their own (all ZIGs they hold together), outside --target-sparsity's budget
+    group_targets: dict = field(default_factory=dict, metadata={"cli": False})
     extra: dict = field(default_factory=dict, metadata={"cli": False})  # optimizer keyword arguments
 
     def __post_init__(self):
@@ -93,6 +96,8 @@ class PruneOptions:
             raise OptionError(f"--erase must be a fraction in [0, 1), got {self.erase}")
         if self.distill_weight < 0 or self.temperature <= 0:
             raise OptionError("--distill-weight must be >= 0 and --temperature positive")
+        for pattern, fraction in self.group_targets.items():
+            _fraction(f"--group-target {pattern}", fraction)
         if self.lr is not None and self.lr <= 0:
             raise OptionError("--lr must be positive")
         return self

@@ -23,7 +23,7 @@ from .clock import Clock
 from .metric import evaluate, metric_kind, session_model, training_model
 from .loop import model_inputs, targets_for, train, with_teacher_outputs
 from .options import PruneOptions, override
-from .zigs import in_training_layout, optimizer_groups, unit_groups
+from .zigs import target_of, in_training_layout, optimizer_groups, unit_groups
 
 OPTIMIZER_CLASSES = {"hesso": Hesso, "hesso-cric": HessoCric, "dhspg": Dhspg}
 RECALIBRATION_SAMPLES = 6400  # BatchNorm statistics of the written model, in batches of the training batch size
@@ -249,7 +249,12 @@ def _training_graph(dense, batchnorm):
 
 def _optimizer_groups(job, trainable, param_map):
     """The analysis' prunable groups (and erasable branches, with --erase) over the training graph."""
-    zig_groups = optimizer_groups(job.analysis, trainable, job.round_to)
+    zig_groups = optimizer_groups(job.analysis, trainable, job.round_to, job.options.group_targets)
+    unmatched = [p for p in job.options.group_targets
+                 if not any(target_of(g, {p: 0.0}) is not None for g in job.analysis.prunable)]
+    if unmatched:
+        raise OptionError(f"--group-target {unmatched[0]}: matches no prunable group (ids and layers: "
+                          "`onnxoto analyze`)")
     if job.options.erase:
         zig_groups += unit_groups(job.analysis, trainable)
     if not zig_groups:

@@ -1,12 +1,15 @@
 """The analysis' groups as the optimizer sees them: index arrays into trainable parameters."""
+from fnmatch import fnmatchcase
+
 import numpy as np
 
 from ..groups import PRODUCER
 from ..optim import ZigGroup, ZigSlice
 
 
-def optimizer_groups(analysis, trainable, round_to):
-    """One ZigGroup per prunable group whose producer slices are all trainable parameters."""
+def optimizer_groups(analysis, trainable, round_to, targets=None):
+    """One ZigGroup per prunable group whose producer slices are all trainable parameters; `targets`
+    (glob -> fraction, --group-target): the first glob matching a group's id or layer gives its own target."""
     out = []
     trainable = set(trainable)
     for g in analysis.prunable:
@@ -15,8 +18,14 @@ def optimizer_groups(analysis, trainable, round_to):
             continue  # a producer we cannot train to zero: the group stays dense
         slices = [ZigSlice(s.name, s.axis, np.ascontiguousarray(s.index, dtype=np.int64)) for s in producers]
         out.append(ZigGroup(id=g.id, num_zigs=g.num_zigs, slices=slices, flops_per_zig=g.flops_per_zig,
-                            params_per_zig=g.params_per_zig, round_to=round_to))
+                            params_per_zig=g.params_per_zig, round_to=round_to,
+                            target=target_of(g, targets or {})))
     return out
+
+
+def target_of(group, targets):
+    return next((f for pattern, f in targets.items()
+                 if fnmatchcase(group.id, pattern) or fnmatchcase(group.layer, pattern)), None)
 
 
 def unit_groups(analysis, trainable):
