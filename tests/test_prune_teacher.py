@@ -41,3 +41,33 @@ def test_cross_entropy_or_a_cache_past_the_budget_runs_no_teacher_up_front(setup
     assert loop.with_teacher_outputs(dataset, loss_for(model.proto, labels=dataset.labels), teacher, 64) is dataset
     monkeypatch.setattr(loop, "TEACHER_CACHE_BYTES", 1000)  # 300 samples x 10 logits x 4 bytes do not fit
     assert loop.with_teacher_outputs(dataset, loss_for(model.proto, kind="distill"), teacher, 64) is dataset
+
+
+def time_major_model(path):
+    """x [N, 8] -> 16 hidden channels -> y [3, N, 4]: the output's batch is on axis 1 (a CRNN's [T, N, C])."""
+    from onnx import TensorProto, helper, numpy_helper, save
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+             for name, shape in (("w1", (8, 16)), ("w2", (16, 12)))]
+    inits.append(numpy_helper.from_array(np.array([-1, 3, 4], np.int64), "shape"))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["z"]), helper.make_node("Reshape", ["z", "shape"], ["z3"]),
+             helper.make_node("Transpose", ["z3"], ["y"], perm=[1, 0, 2])]
+    g = helper.make_graph(nodes, "time_major", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "N", 4])], inits)
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_a_time_major_output_is_not_cached_by_rows_and_the_model_prunes(tmp_path):
+    from onnxoto.prune import PruneOptions, prune
+    path = time_major_model(str(tmp_path / "tm.onnx"))
+    model = graph.load(path)
+    x = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
+    dataset = load_data([{"x": x}], model.proto)
+    loss = loss_for(model.proto, kind="distill")
+    assert loop.with_teacher_outputs(dataset, loss, inference_session(model.proto), batch_size=16) is dataset
+    np.savez(tmp_path / "x.npz", x=x)
+    result = prune(path, str(tmp_path / "x.npz"), str(tmp_path / "small.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=1, batch_size=16, target_sparsity=0.5, base="adamw"))
+    assert result.verified

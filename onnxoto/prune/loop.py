@@ -44,6 +44,9 @@ def with_teacher_outputs(dataset, loss, teacher, batch_size):
         return dataset
     batches = dataset.batches(batch_size)
     first = teacher_outputs(next(batches), teacher, loss.outputs)
+    rows = min(batch_size, len(dataset))
+    if any(o.ndim == 0 or len(o) != rows for o in first):
+        return dataset  # an output not batch-major (time-major [T, N, C]) cannot be cut into rows
     if sum(o.nbytes for o in first) / max(len(first[0]), 1) * len(dataset) > TEACHER_CACHE_BYTES:
         return dataset
     parts = [first] + [teacher_outputs(batch, teacher, loss.outputs) for batch in batches]
