@@ -214,16 +214,18 @@ import json, sys
 import numpy as np, onnx
 from onnxoto.graph import load
 from onnxoto.train import TrainingSession
+from onnxoto.train import trained_params
 from onnxoto.train.forms import to_trainable
 model = load(sys.argv[1])
 proto, param_map = to_trainable(model.proto)
+trained = param_map.training_params(trained_params(model.proto))  # what prune trains
 feeds = {}
 for i in model.input_names:
     shape = [d if isinstance(d, int) else 2 for d in model.shapes[i]]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(model.dtypes[i])
     feeds[i] = (np.random.default_rng(0).integers(0, 10, shape) if dtype.kind in "iu"
                 else np.random.default_rng(0).random(shape)).astype(dtype)
-with TrainingSession(proto, "distill") as session:
+with TrainingSession(proto, "distill", requires_grad=trained) as session:
     outputs = session.eval_outputs(feeds)
     loss = session.train_step(feeds, [np.zeros_like(outputs[n]) for n in session.loss.outputs])
 print(json.dumps({"loss": loss, "rewritten": param_map.rewritten, "kept": param_map.kept}))

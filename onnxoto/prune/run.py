@@ -15,7 +15,7 @@ from ..report import latency_text, profile_pair
 from ..optim import SGD, AdamW, Dhspg, Hesso, HessoCric
 from ..surgery import cut
 from ..train import (TrainingSession, check_cuda, check_recalibration, load_data, loss_for, prepare_for_training,
-                     recalibrate_batchnorm, to_trainable, trainable_params, untrainable_operator)
+                     recalibrate_batchnorm, to_trainable, trained_params, untrainable_operator)
 from ..verify import TOLERANCE, argument_floors, io_feeds, kept_outputs, outputs_and_arguments, relative_difference
 from . import provenance
 from .batch import model_for_data, session_for
@@ -242,8 +242,8 @@ def _training_graph(dense, batchnorm):
     # operators onnxruntime-training cannot differentiate train in equivalent forms (train.forms)
     prepared, param_map = to_trainable(prepare_for_training(dense.proto, batchnorm))
     # read on the original graph: in the prepared one, BatchNorm's running statistics feed the affine
-    # rewrite and would look trainable. Scalars are the graph's own constants (1/255, GELU's 0.5).
-    trainable = [n for n in trainable_params(dense.proto) if int(np.prod(dense.shapes[n])) > 1]
+    # rewrite and would look trainable
+    trainable = trained_params(dense.proto)
     return prepared, param_map, trainable
 
 

@@ -10,7 +10,7 @@ _EXPORTS = {
     "BATCHNORM_MODES": "kinds", "DEFAULT_TEMPERATURE": "kinds", "LOSSES": "kinds", "Loss": "kinds",
     "loss_from_labels": "kinds", "loss_named": "kinds",
     "TrainingSession": "session",
-    "prepare_for_training": "trainable", "trainable_params": "trainable",
+    "prepare_for_training": "trainable", "trainable_params": "trainable", "trained_params": "trainable",
     "LABELS": "data", "to_trainable": "forms", "untrainable_operator": "forms",
 }
 __all__ = sorted(_EXPORTS)

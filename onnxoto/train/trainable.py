@@ -43,6 +43,13 @@ def trainable_params(model: onnx.ModelProto) -> list[str]:
 
 
 
+def trained_params(model: onnx.ModelProto) -> list[str]:
+    """What pruning trains: trainable_params without scalars, which are the graph's own constants (1/255,
+    GELU's 0.5, an attention mask's fill value)."""
+    sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    return [name for name in trainable_params(model) if sizes[name] > 1]
+
+
 def prepare_for_training(model: onnx.ModelProto, batchnorm: str = "frozen") -> onnx.ModelProto:
     """A copy of `model` that onnxruntime's gradient builder accepts (the input is not modified).
 
