@@ -22,9 +22,11 @@ import numpy as np
 import onnx
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import brought_down  # noqa: E402  (a sibling tool: the stripping and version lowering)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(REPO, "models")
-MAX_OPSET, MAX_IR = 21, 10  # what onnxruntime-training 1.19 accepts
 EXTERNAL_OVER = 1_800_000_000  # weight bytes above which a file keeps its weights in external data (2 GB protobuf limit)
 
 SMALL = dict(hidden=64, layers=2, heads=8, kv_heads=2, intermediate=128, vocab=256)
@@ -187,14 +189,7 @@ def bring_down(path):
     folder = os.path.dirname(os.path.abspath(path))
     old_files = {e.value for t in onnx.load(path, load_external_data=False).graph.initializer
                  for e in t.external_data if e.key == "location"}
-    m = onnx.load(path)
-    for node in m.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-    if opset > MAX_OPSET:
-        m = onnx.version_converter.convert_version(m, MAX_OPSET)
-    m.ir_version = min(m.ir_version, MAX_IR)
+    m = brought_down(onnx.load(path))
     weight_bytes = sum(len(t.raw_data) for t in m.graph.initializer)
     data = os.path.basename(path) + ".data"
     for name in old_files:  # the exporter's own files (TorchScript writes one per tensor)

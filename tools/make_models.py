@@ -444,18 +444,21 @@ def bring_down(path):
     Also drops the per-node stack traces the dynamo exporter records (absolute paths, line
     numbers): they double the file size and make every regeneration a diff.
     """
-    m = onnx.load(path)
+    onnx.save(brought_down(onnx.load(path)), path)
+    if os.path.exists(path + ".data"):
+        os.remove(path + ".data")
+
+
+def brought_down(m):
+    """`m` without per-node stack traces, at opset <= 21 and IR <= 10."""
     for node in m.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
     if opset > MAX_OPSET:
         m = onnx.version_converter.convert_version(m, MAX_OPSET)
-    if m.ir_version > MAX_IR:
-        m.ir_version = MAX_IR
-    onnx.save(m, path)
-    if os.path.exists(path + ".data"):
-        os.remove(path + ".data")
+    m.ir_version = min(m.ir_version, MAX_IR)
+    return m
 
 
 def save_reference(model, name, stem):
