@@ -228,8 +228,9 @@ def profile(model, output, batch, threads, provider, rounds):
     table = measure_table(analysis, batch=batch, threads=threads, provider=provider, rounds=rounds,
                           log=lambda line: click.echo(line, err=True))
     table.save(output)
+    block, narrow = table.auto_rounding()
     click.echo(f"{output}: {len(table.groups)} groups at batch {table.batch}, dense {table.dense_ms:.2f} ms; "
-               f"--round-to auto would pick {table.auto_block()}")
+               f"--round-to auto would pick {block}{'' if narrow else ', no widths below it'}")
 
 
 DEMO = {"target_flops": 0.5, "loss": "ce+distill", "lr": 0.02, "epochs": 8, "batch_size": 64, "optimizer": "hesso",

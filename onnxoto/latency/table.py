@@ -76,19 +76,34 @@ class LatencyTable:
         group are not candidates: that group would have no width left to shrink to."""
         scores, narrowest = {}, min((e["channels"] for e in self.groups.values()), default=1)
         for block in (b for b in BLOCKS if b <= narrowest):
-            ratios = [s / f for s, f in self._efficiency_points(block) if f > 0]
-            if ratios:
-                scores[block] = float(np.median(ratios))
+            score = self._efficiency(block, lambda w: True)
+            if score is not None:
+                scores[block] = score
         if not scores:
             return 1
         best = max(scores.values())
         return min(b for b, s in scores.items() if s >= AUTO_SHARE * best)
 
-    def _efficiency_points(self, block):
+    def auto_rounding(self):
+        """--round-to auto: (block, whether widths below it are allowed). Below the block onnxruntime
+        computes a Conv's output a whole block wide and reorders it (the demo ResNet at 8 of 16 on
+        AVX-512: its Conv no faster, a ReorderOutput more), so those widths are allowed only where
+        the table shows them saving, per FLOP removed, AUTO_SHARE of what the block's multiples save."""
+        block = self.auto_block()
+        narrow = self._efficiency(block, lambda w: w < block)
+        whole = self._efficiency(block, lambda w: w % block == 0)
+        return block, narrow is None or whole is None or narrow >= AUTO_SHARE * whole
+
+    def _efficiency(self, block, which):
+        """Median latency saved per FLOP saved over the widths the block allows that `which` picks."""
+        ratios = [s / f for s, f in self._efficiency_points(block, which) if f > 0]
+        return float(np.median(ratios)) if ratios else None
+
+    def _efficiency_points(self, block, which=lambda w: True):
         """(latency saved, FLOPs saved) of each measured width the block allows, every group."""
         for entry in self.groups.values():
             for w, r, f in zip(entry["widths"], entry["ratio"], entry["flops_ratio"]):
-                if width_allowed(w, block):
+                if width_allowed(w, block) and which(w):
                     yield 1.0 - r, 1.0 - f
 
     def check_groups(self, group_channels, source):

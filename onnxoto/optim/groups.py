@@ -21,6 +21,7 @@ class ZigGroup:
     flops_per_zig: float = 0.0
     params_per_zig: float = 0.0
     round_to: int = 1  # kept count a multiple of this, or below it of half of it (select.allowed_widths)
+    narrow: bool = True  # whether widths below round_to are allowed at all
     prunable: bool = True
     erasable: bool = False  # a whole branch (one ZIG): may be pruned entirely, against its own budget
     join: str = ""  # erasable branches sharing a join are exclusive: the join keeps one live input

@@ -3,18 +3,20 @@
 import numpy as np
 
 
-def allowed_widths(n, round_to):
+def allowed_widths(n, round_to, narrow=True):
     """Kept counts below n a group may shrink to, widest first: multiples of `round_to`, and under it
-    multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input widths that are a
-    multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one block."""
-    return [w for w in range(n - 1, 0, -1) if width_allowed(w, round_to)]
+    (when `narrow`) multiples of half of it. onnxruntime's blocked (NCHWc) convolutions take input
+    widths that are a multiple of their block (8 with AVX2, 16 with AVX-512) or narrower than one
+    block; a Conv's output narrower than the block is still computed a whole block wide and reordered,
+    which is what `narrow=False` (--round-to auto, where the table shows it) avoids."""
+    return [w for w in range(n - 1, 0, -1) if width_allowed(w, round_to, narrow)]
 
 
-def width_allowed(width, round_to):
-    """A multiple of `round_to`, or below it a multiple of half of it."""
+def width_allowed(width, round_to, narrow=True):
+    """A multiple of `round_to`, or below it (when `narrow`) a multiple of half of it."""
     div = max(1, round_to)
     half = max(1, div // 2)
-    return width % div == 0 or (width < div and width % half == 0)
+    return width % div == 0 or (narrow and width < div and width % half == 0)
 
 
 def blocks(group, score, pruned):
@@ -27,7 +29,7 @@ def blocks(group, score, pruned):
     live = np.flatnonzero(~pruned)
     order = live[np.argsort(score[live], kind="stable")]
     out, start = [], 0
-    for width in allowed_widths(len(live), group.round_to):
+    for width in allowed_widths(len(live), group.round_to, group.narrow):
         block = order[start:len(live) - width]
         out.append((float(np.mean(score[block])), block))
         start = len(live) - width
@@ -89,7 +91,7 @@ def latency_steps(group, score, pruned, savings):
     removed = whole / np.maximum(kept, 1e-9 * whole) - group.num_zigs / n
     base = savings.get(n, 0.0)
     points = [(float(removed[n - w]), savings[w] - base, w) for w in sorted(savings, reverse=True) if 0 < w < n
-              and width_allowed(w, group.round_to)]
+              and width_allowed(w, group.round_to, group.narrow)]
     steps, cost, saved, width = [], 0.0, 0.0, n
     while True:
         ahead = [((s - saved) / max(c - cost, 1e-12), c, s, w) for c, s, w in points if w < width and s > saved]

@@ -73,6 +73,7 @@ class Job:
     options: PruneOptions
     table: object  # latency.LatencyTable, or None without --target-latency / --round-to auto
     round_to: int  # the block, --round-to auto resolved
+    narrow: bool  # widths below the block allowed (--round-to auto: where the table shows they pay)
     comm: object
     log: object
     clock: Clock  # seconds per phase
@@ -144,16 +145,17 @@ def _load(model, data, output, val, options, comm, log, workdir, resume, clock):
     val_set = load_data(val, dense.proto) if val is not None else None
     loss = _loss(dense, dataset, options, data)
     table = _latency_table(analysis, options, workdir, resume, log, comm) if options.needs_latency else None
-    round_to = table.auto_block() if options.round_to == "auto" else options.round_to
+    round_to, narrow = table.auto_rounding() if options.round_to == "auto" else (options.round_to, True)
     if options.round_to == "auto":
-        log(f"--round-to auto: {round_to} (from the latency table at batch {table.batch})")
+        log(f"--round-to auto: {round_to}{'' if narrow else ', no widths below it'} "
+            f"(from the latency table at batch {table.batch})")
     teacher = session_for(dense.proto, fit.rows_per_run)
     with clock.phase("teacher outputs"):
         training_data = with_teacher_outputs(dataset, loss, teacher, options.batch_size)
     return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
                shard=dist.shard(training_data, comm, options.batch_size, presharded), val=val_set, loss=loss,
                metric=metric_kind(val_set, loss.form), teacher=teacher, options=options,
-               table=table, round_to=round_to, comm=comm, log=log, clock=clock, rows_per_run=fit.rows_per_run,
+               table=table, round_to=round_to, narrow=narrow, comm=comm, log=log, clock=clock, rows_per_run=fit.rows_per_run,
                input_shapes=fit.input_shapes, fixed_batch=fit.fixed_batch)
 
 
@@ -249,7 +251,7 @@ def _training_graph(dense, batchnorm):
 
 def _optimizer_groups(job, trainable, param_map):
     """The analysis' prunable groups (and erasable branches, with --erase) over the training graph."""
-    zig_groups = optimizer_groups(job.analysis, trainable, job.round_to, job.options.group_targets)
+    zig_groups = optimizer_groups(job.analysis, trainable, job.round_to, job.options.group_targets, job.narrow)
     unmatched = [p for p in job.options.group_targets
                  if not any(target_of(g, {p: 0.0}) is not None for g in job.analysis.prunable)]
     if unmatched:
@@ -412,7 +414,8 @@ def _result(job, masks, history, diff, curve):
         verified=diff <= TOLERANCE, max_rel_diff=diff, history=history, metric=job.metric,
         groups=[{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "kept": int(keep[g.id].sum())}
                 for g in analysis.prunable],
-        settings={**options.resolved(job.loss.form, job.comm.size), "round_to": job.round_to},
+        settings={**options.resolved(job.loss.form, job.comm.size), "round_to": job.round_to,
+                  "narrow_widths": job.narrow},
         trace=curve[0], schedule=curve[1])
 
 

@@ -7,7 +7,7 @@ from ..groups import PRODUCER
 from ..optim import ZigGroup, ZigSlice
 
 
-def optimizer_groups(analysis, trainable, round_to, targets=None):
+def optimizer_groups(analysis, trainable, round_to, targets=None, narrow=True):
     """One ZigGroup per prunable group whose producer slices are all trainable parameters; `targets`
     (glob -> fraction, --group-target): the first glob matching a group's id or layer gives its own target."""
     out = []
@@ -18,7 +18,7 @@ def optimizer_groups(analysis, trainable, round_to, targets=None):
             continue  # a producer we cannot train to zero: the group stays dense
         slices = [ZigSlice(s.name, s.axis, np.ascontiguousarray(s.index, dtype=np.int64)) for s in producers]
         out.append(ZigGroup(id=g.id, num_zigs=g.num_zigs, slices=slices, flops_per_zig=g.flops_per_zig,
-                            params_per_zig=g.params_per_zig, round_to=round_to,
+                            params_per_zig=g.params_per_zig, round_to=round_to, narrow=narrow,
                             target=target_of(g, targets or {})))
     return out
 
