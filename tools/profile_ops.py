@@ -1,7 +1,7 @@
 """Where the latency of a cut model goes: onnxruntime's own profiler, per operator of the graph it
 actually runs (the optimized graph, fusions and NCHWc reorders included), the dense model against
 cuts of it at given widths, all timed in one process. Prints a table per operator kind and writes
-JSON (per node and per kind, medians over runs) and the optimized graphs.
+JSON (per node and per kind, 10th percentiles over runs) and the optimized graphs.
 
     python tools/profile_ops.py [--model M] [--batch 64] [--threads 1] [--runs 60]
         [--cut name=stem.0.weight:0=8,blocks.1.conv2.weight:0=16,...] [--json bench/profile_ops.json]
@@ -11,7 +11,6 @@ import collections
 import glob
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from onnxoto.verify import random_inputs  # noqa: E402
 
 DEMO = os.path.join(ROOT, "onnxoto", "data", "fmnist_resnet.onnx")
 # the FLOPs-targeted demo with --round-to auto (16), bench/latency_demo.json
+QUANTILE = 10
 DEMO_CUT = ("auto16=stem.0.weight:0=8,blocks.1.conv2.weight:0=16,blocks.3.conv2.weight:0=32")
 
 
@@ -69,7 +69,8 @@ def make_session(proto_bytes, threads, work, tag, profile):
 
 
 def node_times(profile_path, runs):
-    """{node name: (op type, median µs per run)} of the profiler's Node events, warm-up dropped."""
+    """{node name: (op type, µs per run)} of the profiler's Node events, warm-up dropped: the 10th
+    percentile, as the wall times (load on a shared machine only ever adds time)."""
     with open(profile_path) as f:
         events = json.load(f)
     per_node = collections.defaultdict(list)
@@ -80,7 +81,7 @@ def node_times(profile_path, runs):
         node = e["name"][: -len("_kernel_time")]
         per_node[node].append(e["dur"])
         kinds[node] = e["args"].get("op_name", "?")
-    return {n: (kinds[n], statistics.median(t[-runs:])) for n, t in per_node.items()}
+    return {n: (kinds[n], float(np.percentile(t[-runs:], QUANTILE))) for n, t in per_node.items()}
 
 
 def op_types(path):
@@ -101,10 +102,12 @@ def main():
     args = ap.parse_args()
     model = graph.load(args.model, strict=True)
     analysis = groups.analyze(model)
-    protos = {"dense": model.proto}
+    protos, flops = {"dense": model.proto}, {"dense": 1.0}
     for text in args.cut or [DEMO_CUT]:
         name, widths = parse_cut(text)
-        protos[name] = cut(model, analysis.groups, keep_for(analysis, widths))
+        keep = keep_for(analysis, widths)
+        protos[name] = cut(model, analysis.groups, keep)
+        flops[name] = analysis.predict_cost(keep)[1] / analysis.flops
     for text in args.extra:
         name, _, path = text.partition("=")
         protos[name] = onnx.load(path)
@@ -132,7 +135,7 @@ def main():
             by_kind = collections.defaultdict(float)
             for kind, us in nodes.values():
                 by_kind[kind] += us
-            results[k] = {"wall_ms_p10": float(np.percentile(wall[k], 10)),
+            results[k] = {"flops_kept": flops.get(k), "wall_ms_p10": float(np.percentile(wall[k], 10)),
                           "wall_ms_median": float(np.median(wall[k])),
                           "kernel_ms": sum(us for _, us in nodes.values()) / 1000,
                           "by_kind_ms": {kk: v / 1000 for kk, v in sorted(by_kind.items())},
@@ -159,6 +162,7 @@ def report(results):
         print(f"{label:28s}" + "".join(f"{results[n][key]:14.3f}" for n in names))
     print(f"{'ratio to dense (wall p10)':28s}" + "".join(f"{results[n]['wall_ms_p10'] / dense['wall_ms_p10']:14.3f}"
                                                          for n in names))
+    print(f"{'FLOPs kept':28s}" + "".join(f"{results[n]['flops_kept'] or 0:14.3f}" for n in names))
     for n in names:
         print(n, "optimized graph:", dict(sorted(results[n]["optimized_op_types"].items())))
     print("\nper node (µs):")
