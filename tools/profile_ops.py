@@ -56,11 +56,13 @@ def keep_for(analysis, widths):
     return keep
 
 
-def make_session(proto_bytes, threads, work, tag, profile):
+def make_session(proto_bytes, threads, work, tag, profile, spin=True):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:  # several sessions' pools in one process: a spinning idle pool takes a core from the next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.optimized_model_filepath = os.path.join(work, f"{tag}.optimized.onnx")
     if profile:
         options.enable_profiling = True
@@ -95,6 +97,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (0: onnxruntime's default)")
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--no-spin", action="store_true", help="idle intra-op threads sleep (for --threads 0)")
     ap.add_argument("--cut", action="append", default=None, help="NAME=group=width,group=width,...")
     ap.add_argument("--extra", action="append", default=[], help="NAME=path of another model to profile")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "profile_ops.json"))
@@ -115,8 +118,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="onnxoto-profile-") as work:
         work = args.keep_graphs or work
         os.makedirs(work, exist_ok=True)
-        timed = {k: make_session(p.SerializeToString(), args.threads, work, k, False) for k, p in protos.items()}
-        profiled = {k: make_session(p.SerializeToString(), args.threads, work, k + "_p", True)
+        spin = not args.no_spin
+        timed = {k: make_session(p.SerializeToString(), args.threads, work, k, False, spin) for k, p in protos.items()}
+        profiled = {k: make_session(p.SerializeToString(), args.threads, work, k + "_p", True, spin)
                     for k, p in protos.items()}
         wall = {k: [] for k in protos}
         for s in list(timed.values()) + list(profiled.values()):
@@ -147,7 +151,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": os.path.basename(args.model),
-                   "batch": args.batch, "threads": args.threads or "default", "runs": args.runs,
+                   "batch": args.batch, "threads": args.threads or "default", "runs": args.runs, "spin": spin,
                    "onnxruntime": ort.__version__, "load_average": os.getloadavg(), "models": results}, f, indent=1)
 
 
