@@ -105,6 +105,36 @@ CONV_TRANSPOSE = {  # (Cout/g, group, attributes)
     "same_upper": (2, 1, dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")),
     "output_shape": (2, 1, dict(kernel_shape=[3, 3], strides=[2, 2], output_shape=[13, 16])),
 }
+
+
+def recurrent_model(op, direction, outputs=("y",), hidden=5, spatial=(H, W), **attributes):
+    """Conv -> the W axis as time (T, N, C*H) -> an LSTM or GRU over it; `outputs`: its Y, Y_h, ... names."""
+    gates, directions = {"LSTM": 4, "GRU": 3}[op], 2 if direction == "bidirectional" else 1
+    r = np.random.default_rng(5)
+    weights = {"lw": r.standard_normal((directions, gates * hidden, C * H)).astype(np.float32) / 4,
+               "lr": r.standard_normal((directions, gates * hidden, hidden)).astype(np.float32) / 2,
+               "lb": r.standard_normal((directions, 2 * gates * hidden)).astype(np.float32) / 2}
+    nodes = [helper.make_node("Transpose", ["c"], ["t"], perm=[3, 0, 1, 2]), ints("to_sequence", [0, 0, -1]),
+             helper.make_node("Reshape", ["t", "to_sequence"], ["s"]),
+             helper.make_node(op, ["s", "lw", "lr", "lb"], list(outputs), direction=direction, hidden_size=hidden,
+                              **attributes)]
+    return upstream_model(nodes, extra=weights, spatial=spatial)
+
+
+CASES.update({
+    "lstm_bidirectional": (recurrent_model("LSTM", "bidirectional"), "LSTM"),
+    "lstm_reverse": (recurrent_model("LSTM", "reverse"), "LSTM"),
+    "lstm_bidirectional_last_state": (recurrent_model("LSTM", "bidirectional", outputs=("", "", "y")), "LSTM"),
+    # time from a symbolic width: its reversal is a Range over the length read at run time
+    "lstm_bidirectional_symbolic_time": (recurrent_model("LSTM", "bidirectional", spatial=(H, "W")), "LSTM"),
+    "lstm_bidirectional_activations_named": (recurrent_model("LSTM", "bidirectional", activations=[
+        "Sigmoid", "Tanh", "Tanh"] * 2), "LSTM"),
+    # forward, but without the optional inputs listed: the gradient builder needs them all
+    "lstm_forward_short_inputs": (recurrent_model("LSTM", "forward"), "LSTM"),
+    "gru_forward_short_inputs": (recurrent_model("GRU", "forward"), "GRU"),
+    "gru_bidirectional": (recurrent_model("GRU", "bidirectional", linear_before_reset=1), "GRU"),
+    "gru_reverse_state": (recurrent_model("GRU", "reverse", outputs=("", "y")), "GRU"),
+})
 for name, (cout_g, group, attributes) in CONV_TRANSPOSE.items():
     weight = {"wt": rng.standard_normal((C, cout_g, *attributes["kernel_shape"])).astype(np.float32) / 3,
               "bt": rng.standard_normal(cout_g * group).astype(np.float32)}
@@ -161,7 +191,7 @@ def test_rewrite_gradients_match_finite_differences(case, tmp_path):
     with TrainingSession(trainable, "mse", workdir=tmp_path) as session:
         session.train_step({"x": x}, target)
         grads = {name: session.grads[name].astype(np.float64) for name in session.grads}
-    checked = ["w"] + [name for name in ("wt",) if name in {i.name for i in model.graph.initializer}]
+    checked = ["w"] + [name for name in ("wt", "lw", "lr") if name in {i.name for i in model.graph.initializer}]
     directions = np.random.default_rng(4)
     for original in checked:
         name, grad = param_map.to_original(param_map.training_name(original), grads[param_map.training_name(original)])
@@ -190,6 +220,18 @@ def test_conv_transpose_layout_round_trips_and_maps_channels():
     assert (trained, axis, list(channels)) == ("wt_as_conv", 0, [1])
     np.testing.assert_array_equal(conv[1], np.flip(weight[:, 1], (1, 2)))
     assert param_map.to_original("other", weight)[0] == "other"
+
+
+@pytest.mark.parametrize("op, attributes, reason", [
+    ("LSTM", dict(activations=["Sigmoid", "Tanh", "Tanh", "HardSigmoid", "Tanh", "Relu"]), "default activations"),
+    ("LSTM", dict(clip=3.0), "clip"), ("LSTM", dict(input_forget=1), "input_forget"), ("GRU", dict(clip=3.0), "clip")])
+def test_recurrent_kernel_limits_are_named_before_training(op, attributes, reason):
+    """What LSTMGrad/GRUGrad refuse only when a session starts is kept, with the reason, so prune refuses it
+    in one line before training (train.forms.untrainable_operator)."""
+    model = recurrent_model(op, "bidirectional", **attributes)
+    trainable, param_map = to_trainable(model)
+    assert [k[1] for k in param_map.kept] == [op] and reason in param_map.kept[0][2]
+    assert trainable.graph.node[-1].op_type == op  # the node stays as it was
 
 
 def test_the_exported_model_is_untouched():

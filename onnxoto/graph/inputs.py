@@ -63,3 +63,27 @@ def describe_sizes(model):
         line += (f" (symbolic dims {', '.join(dict.fromkeys(symbols))} counted as 1 in FLOPs; "
                  "--input-shape NAME:DIMS binds them)")
     return line
+
+
+def misdeclared_outputs(proto, shapes):
+    """{output: (declared, ran)} for the graph outputs whose declared shape `shapes` (name -> the shape a run
+    gave) contradicts: another rank, or a static dim of another size."""
+    wrong = {}
+    for value in proto.graph.output:
+        tensor, ran = value.type.tensor_type, shapes.get(value.name)
+        if ran is None or not tensor.HasField("shape"):
+            continue
+        dims = tensor.shape.dim
+        if len(dims) != len(ran) or any(d.HasField("dim_value") and d.dim_value != n for d, n in zip(dims, ran)):
+            wrong[value.name] = (declared(value), "x".join(map(str, ran)) or "scalar")
+    return wrong
+
+
+def redeclare_outputs(proto, ranks):
+    """Declare the outputs named in `ranks` (name -> rank) with that many symbolic dims, in place."""
+    for value in proto.graph.output:
+        if value.name in ranks:
+            shape = value.type.tensor_type.shape
+            del shape.dim[:]
+            for axis in range(ranks[value.name]):
+                shape.dim.add().dim_param = f"{value.name}_dim{axis}"

@@ -9,8 +9,8 @@ from ..errors import ModelError
 from ..ops import FLOAT_TYPES, resolve_fresh_symbol, spec_of
 from .operands import node_reads
 from .store import is_large
-from .symbolic import resolve_runtime_reshapes, unify_symbols
-from .view import dims, fresh_name
+from .symbolic import output_row_axes, resolve_runtime_reshapes, unify_symbols
+from .view import dims, fresh_name, whole_inputs
 
 ort.set_default_logger_severity(3)  # constant folding runs onnxruntime; its optimizer warnings are noise here
 
@@ -42,6 +42,14 @@ def normalize(model, name="model"):
 
 _RUNTIME_RESHAPE_ROUNDS = 8
 _IF_ROUNDS = 8
+
+
+def row_axes(model):
+    """{output: axis} of the outputs whose rows are not on axis 0 (symbolic.output_row_axes), of a model as
+    read: normalizing folds a batch fixed to 1 into the shape arithmetic, and the rows can no longer be followed."""
+    initializers, whole = {t.name for t in model.graph.initializer}, whole_inputs(model)
+    rowed = {v.name for v in model.graph.input if v.name not in initializers and v.name not in whole}
+    return output_row_axes(model, _skeleton(model), rowed)
 
 
 def _fold_static_sizes(model, name):

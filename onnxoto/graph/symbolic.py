@@ -163,3 +163,30 @@ class _IntegerConstants(dict):
 
 _INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
                   onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
+ROWS = "onnxoto_rows"
+
+
+def output_row_axes(model_proto, skeleton, inputs):
+    """{output: axis} for the outputs whose rows (those of `inputs`, on their axis 0) lie on another axis than
+    0 (a recurrent model's time-major (T, N, C)), found by onnxruntime's symbolic inference with the rows
+    named: a model whose batch is fixed to 1 gives no other sign of where they go. {} when it cannot tell."""
+    for value in skeleton.graph.input:
+        if value.name in inputs and value.type.tensor_type.shape.dim:
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.Clear()
+            dim.dim_param = ROWS
+    for value in skeleton.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    del skeleton.graph.value_info[:]
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
+    except Exception:  # an op the tool does not know
+        return {}
+    axes = {}
+    for name, shape in _shapes(inferred.graph).items() if inferred is not None else ():
+        if name in {o.name for o in model_proto.graph.output} and shape and ROWS in shape and shape.index(ROWS) != 0:
+            axes[name] = shape.index(ROWS)
+    return axes

@@ -149,6 +149,9 @@ SPECS = {
     "Tile": MOVES_DATA.but(couple=c.keep_channels, non_differentiable={1}),
     "DepthToSpace": OpSpec(no_gradient=NO_GRADIENT),
     "SpaceToDepth": OpSpec(no_gradient=NO_GRADIENT),
+    # --- recurrent: barriers, trained forward (sequence_lens is an integer input) ---
+    "LSTM": OpSpec(non_differentiable={4}, no_gradient="LSTMGrad takes only the forward direction"),
+    "GRU": OpSpec(non_differentiable={4}, no_gradient="GRUGrad takes only the forward direction"),
     # --- shapes and integers ---
     "Shape": SHAPE_ARITHMETIC.but(shape_only=True),
     "Size": SHAPE_ARITHMETIC.but(shape_only=True),

@@ -8,7 +8,7 @@ Before any of it, the dense model runs on the first batch in a child process (on
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Fit:
     rows_per_run: int | None  # 1: one row per onnxruntime run
     input_shapes: dict | None  # the sizes bound to symbolic input dims
     fixed_batch: bool  # the dense file itself takes one row per run
+    row_axes: dict = field(default_factory=dict)  # one row per run: outputs whose rows are on another axis than 0
 
 
 def model_for_data(path, dense, dataset, data, options, log):
@@ -61,7 +62,26 @@ def model_for_data(path, dense, dataset, data, options, log):
     if not result.ran:
         raise ModelError(f"{result.error} (on the first batch of {source})")
     check_finite(result, what, f"the first batch of {source}")
-    return Fit(dense, rows_per_run, shapes or None, plan is not None or rows_per_run == 1)
+    dense = _outputs_as_run(dense, result.output_shapes, log)
+    row_axes = graph.row_axes(graph.read_model(path)) if rows_per_run == 1 else {}
+    if row_axes:
+        log("rows on another axis than the first: " + ", ".join(f"output {n} axis {a}" for n, a in row_axes.items()))
+    return Fit(dense, rows_per_run, shapes or None, plan is not None or rows_per_run == 1, row_axes)
+
+
+def _outputs_as_run(dense, shapes, log):
+    """`dense` with outputs whose declared shape the run contradicts declared by the rank they have (training
+    targets take the shape of the output's declaration); the written model carries the corrected one."""
+    wrong = graph.misdeclared_outputs(dense.proto, shapes)
+    if not wrong:
+        return dense
+    for name, (declared, ran) in wrong.items():
+        log(f"output {name} is declared {declared} but the model gives {ran}: declared by its rank in the "
+            "training graph and in the written model")
+    proto = onnx.ModelProto()
+    proto.CopyFrom(dense.proto)
+    graph.redeclare_outputs(proto, {name: len(shapes[name]) for name in wrong})
+    return graph.from_proto(proto, dense.name, strict=True)
 
 
 def data_shapes(model, dataset):
@@ -76,10 +96,12 @@ def data_shapes(model, dataset):
     return shapes
 
 
-def session_for(proto, rows_per_run):
-    """An inference session of `proto`; of a batch-1 model, run one row at a time."""
+def session_for(proto, rows_per_run, row_axes=None):
+    """An inference session of `proto`; of a batch-1 model, run one row at a time (row_axes: Fit.row_axes)."""
     session = graph.session(proto)
-    return RowWise(session, graph.whole_inputs(proto), graph.rowless_outputs(proto)) if rows_per_run else session
+    if not rows_per_run:
+        return session
+    return RowWise(session, graph.whole_inputs(proto), graph.rowless_outputs(proto), row_axes or {})
 
 
 @dataclass
@@ -177,9 +199,10 @@ def _write(folder, same, reason):
 class RowWise:
     """An onnxruntime InferenceSession of a batch-1 model, run one row at a time."""
 
-    def __init__(self, session, whole=frozenset(), rowless=frozenset()):
+    def __init__(self, session, whole=frozenset(), rowless=frozenset(), row_axes=None):
         self.session, self.whole = session, whole  # whole: inputs fed whole to every run, not cut into rows
         self.rowless = rowless  # outputs without rows (graph.rowless_outputs): the last row's is returned
+        self.row_axes = row_axes or {}  # outputs whose rows are on another axis (time-major): joined there
 
     def get_inputs(self):
         return self.session.get_inputs()
@@ -191,5 +214,5 @@ class RowWise:
         rows = graph.row_count(feeds, self.whole)
         parts = [self.session.run(names, graph.take_rows(feeds, slice(i, i + 1), self.whole)) for i in range(rows)]
         names = names or [o.name for o in self.session.get_outputs()]
-        return [outputs[-1] if name in self.rowless else np.concatenate(outputs, axis=0)
+        return [outputs[-1] if name in self.rowless else np.concatenate(outputs, axis=self.row_axes.get(name, 0))
                 for name, outputs in zip(names, zip(*parts))]

@@ -80,6 +80,7 @@ class Job:
     rows_per_run: int | None = None  # 1: the model runs one row at a time (a batch fixed to 1), prune.batch
     input_shapes: dict | None = None  # the sizes bound to symbolic input dims (--input-shape or the data's)
     fixed_batch: bool = False  # the dense file takes one row per run: its latency is measured at batch 1
+    row_axes: dict = field(default_factory=dict)  # with rows_per_run: outputs whose rows are not on axis 0
 
     @property
     def run_batch(self):
@@ -149,14 +150,15 @@ def _load(model, data, output, val, options, comm, log, workdir, resume, clock):
     if options.round_to == "auto":
         log(f"--round-to auto: {round_to}{'' if narrow else ', no widths below it'} "
             f"(from the latency table at batch {table.batch})")
-    teacher = session_for(dense.proto, fit.rows_per_run)
+    teacher = session_for(dense.proto, fit.rows_per_run, fit.row_axes)
     with clock.phase("teacher outputs"):
         training_data = with_teacher_outputs(dataset, loss, teacher, options.batch_size)
     return Job(model=model, output=output, dense=dense, analysis=analysis, dataset=dataset,
                shard=dist.shard(training_data, comm, options.batch_size, presharded), val=val_set, loss=loss,
                metric=metric_kind(val_set, loss.form), teacher=teacher, options=options,
-               table=table, round_to=round_to, narrow=narrow, comm=comm, log=log, clock=clock, rows_per_run=fit.rows_per_run,
-               input_shapes=fit.input_shapes, fixed_batch=fit.fixed_batch)
+               table=table, round_to=round_to, narrow=narrow, comm=comm, log=log, clock=clock,
+               rows_per_run=fit.rows_per_run, input_shapes=fit.input_shapes, fixed_batch=fit.fixed_batch,
+               row_axes=fit.row_axes)
 
 
 def _latency_table(analysis, options, workdir, resume, log, comm):
@@ -204,7 +206,7 @@ def _train(job, workdir, resume):
                                   device=options.device, requires_grad=param_map.training_params(trainable),
                                   model_name=job.dense.name, batchnorm=batchnorm, probe=_first_steps(job))
     with session:
-        session.rows_per_run = job.rows_per_run
+        session.rows_per_run, session.row_axes = job.rows_per_run, job.row_axes
         session.whole_inputs = graph.whole_inputs(job.dense.proto)
         export = functools.partial(_export, job, session, param_map, batchnorm)
         opt = _optimizer(job, session, zig_groups, batchnorm)
@@ -299,7 +301,7 @@ def _model_so_far(session, batchnorm, export, job):
     which training on batch statistics leaves stale: then an export with recalibrated ones is measured."""
     if batchnorm == "frozen":
         return training_model(session)
-    return session_model(session_for(export(VAL_RECALIBRATION_SAMPLES), job.rows_per_run))
+    return session_model(session_for(export(VAL_RECALIBRATION_SAMPLES), job.rows_per_run, job.row_axes))
 
 
 def _export(job, session, param_map, batchnorm, samples=RECALIBRATION_SAMPLES):
@@ -348,7 +350,7 @@ def _measured(result, job, pruned, erased):
     result.pruned.update(pruned_profile)
     reference = session_model(job.teacher)
     result.dense["metric"] = evaluate(reference, job.val, job.metric, reference)
-    result.pruned["metric"] = evaluate(session_model(session_for(pruned, job.rows_per_run)), job.val, job.metric,
+    result.pruned["metric"] = evaluate(session_model(session_for(pruned, job.rows_per_run, job.row_axes)), job.val, job.metric,
                                        reference)
     return result
 

@@ -126,6 +126,7 @@ class TrainingSession:
 
     rows_per_run: int | None = None  # a model whose batch is fixed to 1 in the file runs one row at a time
     whole_inputs: frozenset = frozenset()  # inputs fed whole to every run (graph.fed_whole), never cut into rows
+    row_axes: dict = {}  # with rows_per_run: outputs whose rows are on another axis than 0 (time-major)
 
     def train_step(self, inputs: dict[str, np.ndarray], target) -> float:
         """Forward and backward on one batch; `grads` then hold this batch's gradients. Returns the loss.
@@ -163,7 +164,8 @@ class TrainingSession:
             parts.append(outputs)
         if len(parts) == 1:
             return dict(zip(self.output_names, parts[0]))
-        return {name: np.concatenate(values, axis=0) for name, values in zip(self.output_names, zip(*parts))}
+        return {name: np.concatenate(values, axis=self.row_axes.get(name, 0))
+                for name, values in zip(self.output_names, zip(*parts))}
 
     def _parts(self, inputs: dict[str, np.ndarray], target):
         """(inputs, target) of each run a batch takes: itself, or rows_per_run rows at a time."""
@@ -171,10 +173,15 @@ class TrainingSession:
         if not self.rows_per_run or rows <= self.rows_per_run:
             yield inputs, target
             return
+        targets = None if target is None else [target] if isinstance(target, np.ndarray) else list(target)
+        axes = [0] * len(self.loss.targets)  # the labels' rows on axis 0, each teacher output's on its own
+        if self.loss.form.teacher:
+            axes[len(axes) - len(self.loss.outputs):] = [self.row_axes.get(n, 0) for n in self.loss.outputs]
         for start in range(0, rows, self.rows_per_run):
             part = slice(start, start + self.rows_per_run)
-            sliced = None if target is None else (target[part] if isinstance(target, np.ndarray)
-                                                   else [t[part] for t in target])
+            sliced = None if targets is None else [np.take(t, np.arange(rows)[part], axis=a) for t, a in zip(targets, axes)]
+            if sliced is not None and isinstance(target, np.ndarray):
+                sliced = sliced[0]
             yield take_rows(inputs, part, self.whole_inputs), sliced
 
     def weights(self) -> dict[str, np.ndarray]:

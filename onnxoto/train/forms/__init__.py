@@ -17,6 +17,7 @@ from .indexing import pad, slice_
 from .layout import depth_to_space, space_to_depth
 from .param_map import ConvTransposeLayout, ParamMap
 from .pooling import average_pool, global_max_pool, reduce_max
+from .recurrent import recurrent
 from .resize import resize
 
 __all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable", "untrainable_operator"]
@@ -37,6 +38,8 @@ REWRITES = {
     "Slice": slice_,
     "Pad": pad,
     "AveragePool": average_pool,
+    "LSTM": recurrent,
+    "GRU": recurrent,
 }
 
 
@@ -74,14 +77,8 @@ def to_trainable(model: onnx.ModelProto, rewrites: dict | None = None) -> tuple[
     return model, param_map
 
 
-def _lstm_direction(node):
-    direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward")
-    return None if direction == "forward" else f"LSTMGrad supports only the forward direction, not {direction}"
-
-
 # operators onnxruntime-training (1.19.2) cannot differentiate and no form replaces: node -> reason or None
 NO_GRADIENT = {
-    "LSTM": _lstm_direction,
     "Einsum": lambda node: "no gradient is registered for Einsum",
 }
 
