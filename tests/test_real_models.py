@@ -48,6 +48,10 @@ INPUTS = {
     "silero_vad_op15": {"input": ((1, 512), ("uniform", -0.5, 0.5)),
                         "state": ((2, 1, 128), ("uniform", -0.1, 0.1)),
                         "sr": ((), ("const", 16000))},
+    # PP-OCRv6 tiny detector (paddle2onnx 2.x): normalized image, sides multiples of 32 (small for speed)
+    "ppocrv6_tiny_det": {"x": ((1, 3, 64, 64), ("uniform", -2.0, 2.0))},
+    # MediaPipe hand landmarks converted by tflite2onnx: a 224x224 RGB crop in [0, 1]
+    "mediapipe_hand_landmark_lite": {"input_1": ((1, 3, 224, 224), ("uniform", 0.0, 1.0))},
 }
 
 # Known failures inside onnxoto, per (model, step): the exact error line (models/REAL.md has the details).

