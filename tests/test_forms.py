@@ -54,6 +54,11 @@ CASES = {
     # Smaller pre-activations: fewer values near the kinks at +-3, where differences jump.
     "hard_swish": (upstream_model([node("HardSwish")], scale=0.1), "HardSwish"),
     "global_max_pool": (upstream_model([node("GlobalMaxPool")]), "GlobalMaxPool"),
+    # a slope per channel (trained too), and one shared
+    "prelu_channels": (upstream_model([node("PRelu", ["c", "slope"])], extra={"slope": np.linspace(
+        -0.5, 0.5, C, dtype=np.float32).reshape(C, 1, 1)}), "PRelu"),
+    "prelu_shared": (upstream_model([node("PRelu", ["c", "slope"])], extra={"slope": np.array([0.25], np.float32)}),
+                     "PRelu"),
     "reduce_max_spatial": (upstream_model([node("ReduceMax", axes=[2, 3])]), "ReduceMax"),
     "reduce_max_spatial_flat": (upstream_model([node("ReduceMax", axes=[-1, -2], keepdims=0)]), "ReduceMax"),
     "reduce_max_channels": (upstream_model([node("ReduceMax", axes=[1], keepdims=0)]), "ReduceMax"),
@@ -191,7 +196,7 @@ def test_rewrite_gradients_match_finite_differences(case, tmp_path):
     with TrainingSession(trainable, "mse", workdir=tmp_path) as session:
         session.train_step({"x": x}, target)
         grads = {name: session.grads[name].astype(np.float64) for name in session.grads}
-    checked = ["w"] + [name for name in ("wt", "lw", "lr") if name in {i.name for i in model.graph.initializer}]
+    checked = ["w"] + [name for name in ("wt", "lw", "lr", "slope") if name in {i.name for i in model.graph.initializer}]
     directions = np.random.default_rng(4)
     for original in checked:
         name, grad = param_map.to_original(param_map.training_name(original), grads[param_map.training_name(original)])
@@ -244,7 +249,7 @@ def test_the_exported_model_is_untouched():
 
 
 def test_registry_names_every_operator_the_cpu_build_cannot_train():
-    assert {"Relu", "HardSigmoid", "HardSwish", "GlobalMaxPool", "ReduceMax", "DepthToSpace", "Resize", "ConvTranspose",
+    assert {"Relu", "HardSigmoid", "HardSwish", "PRelu", "LSTM", "GRU", "GlobalMaxPool", "ReduceMax", "DepthToSpace", "Resize", "ConvTranspose",
             "Slice", "Pad", "AveragePool"} <= set(REWRITES)
 
 

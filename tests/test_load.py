@@ -317,3 +317,56 @@ def test_an_if_on_a_size_shape_inference_knows_is_inlined_and_computes_the_same(
     analysis = analyze(bound)
     assert {g.id: g.prunable for g in analysis.groups}["conv1.weight:0"]  # no If left to pin it
     assert verify.certify(analysis, subsets=2).passed
+
+
+def _weights_also_inputs(ir_version, folded=False):
+    """Conv -> Relu -> Conv whose weights are initializers that are also graph inputs, as IR 3 requires and
+    exporters before it (Caffe2, PyTorch before 1.6) write; `folded`: the second weight made by a
+    ConstantOfShape node (Caffe2's light files), so normalization folds a constant; plus an unused counter."""
+    from onnx import TensorProto
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+               numpy_helper.from_array(np.array(0, np.int64), "num_batches_tracked")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"])]
+    if folded:
+        weights.append(numpy_helper.from_array(np.array([4, 8, 1, 1], np.int64), "w2_shape"))
+        nodes.insert(0, helper.make_node("ConstantOfShape", ["w2_shape"], ["w2"],
+                                         value=numpy_helper.from_array(np.array([0.5], np.float32))))
+    else:
+        weights.append(numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights]
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          weights)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = ir_version
+    return model
+
+
+@pytest.mark.parametrize("ir_version, folded", [(3, True), (4, False), (4, True)])
+def test_weights_listed_as_inputs_are_weights_and_the_model_prunes(tmp_path, ir_version, folded):
+    from onnxoto.prune import PruneOptions, prune
+    path = tmp_path / "old.onnx"
+    onnx.save(_weights_also_inputs(ir_version, folded), str(path))
+    model = load(str(path), strict=True)
+    assert model.input_names == ["x"] and model.proto.ir_version >= 4
+    onnx.checker.check_model(model.proto)
+    cert = verify.certify(analyze(model), subsets=1)
+    assert cert.groups_verified == 1 and cert.passed
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    result = prune(str(path), str(tmp_path / "x.npz"), str(tmp_path / "small.onnx"), log=lambda s: None,
+                   options=PruneOptions(epochs=1, batch_size=8, target_sparsity=0.5))
+    assert result.verified and result.pruned["params"] < result.dense["params"]
+
+
+def test_a_model_without_the_default_operator_set_is_one_line_naming_it(tmp_path):
+    from onnx import TensorProto
+    g = helper.make_graph([helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml", norm="L2")], "ml",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "ml.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)]), str(path))
+    message = load_error(str(path))
+    assert message.startswith("ml.onnx: ") and "default ONNX operator set" in message and "ai.onnx.ml" in message

@@ -194,3 +194,25 @@ def test_a_bounded_value_is_compared_on_its_arguments_scale_when_that_is_larger(
         if passes:
             assert value_alone > verify.TOLERANCE  # the old scale (1) would have failed this honest noise
     assert verify.certify(groups.analyze(model), subsets=3).passed
+
+
+def test_an_erased_branch_whose_join_feeds_the_output_node_certifies():
+    """The join Add of a residual branch feeds the head that makes the output, so it is compared (DESIGN.md
+    §5's penultimate tensors); erasing the branch removes the Add: the cut model is read at the input that
+    passes through in its place (the check failed on a tensor the cut no longer has)."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(0)
+    weights = {name: (rng.standard_normal(shape) * 0.3).astype(np.float32)
+               for name, shape in (("w0", (8, 3, 3, 3)), ("w1", (8, 8, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (4, 8, 1, 1)))}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),
+             helper.make_node("Conv", ["a", "w1"], ["b1"], pads=[1] * 4), helper.make_node("Relu", ["b1"], ["b2"]),
+             helper.make_node("Conv", ["b2", "w2"], ["b"]), helper.make_node("Add", ["a", "b"], ["c"]),
+             helper.make_node("Conv", ["c", "w3"], ["y"])]
+    g = helper.make_graph(nodes, "join_before_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = graph.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    analysis = groups.analyze(model)
+    assert len(analysis.erasable) == 1 and "c" in compared_tensors(model)[0]
+    cert = verify.certify(analysis, subsets=1)
+    assert cert.units_verified == 1 and cert.passed, cert

@@ -65,7 +65,11 @@ def check_domains(model, name):
 
 
 def bring_versions_in_range(model, name):
-    """Convert the opset into [11, 21] and the IR version to at most 10, or raise ModelError."""
+    """Convert the opset into [11, 21] and the IR version into [4, 10], or raise ModelError."""
+    if not any(imp.domain in ("", "ai.onnx") for imp in model.opset_import):
+        raise ModelError(f"{name}: the model imports no version of the default ONNX operator set (only "
+                         f"{', '.join(sorted(imp.domain for imp in model.opset_import)) or 'none'}): nothing to prune")
+    _weights_not_inputs(model)
     opset = default_opset(model)
     target = None
     if opset > MAX_OPSET:
@@ -81,3 +85,16 @@ def bring_versions_in_range(model, name):
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
     return model
+
+
+def _weights_not_inputs(model):
+    """Drop the graph inputs that name an initializer (in place), and raise the IR version to 4, from which
+    initializers need not be inputs. IR 3 requires the listing, and exporters before it (Caffe2, PyTorch
+    before 1.6) kept it: each weight is then also an input that a feed could override, which folding,
+    training graphs (onnxruntime-training: "Duplicate definition-site") and cuts all trip over."""
+    weights = {t.name for t in model.graph.initializer}
+    if any(v.name in weights for v in model.graph.input):
+        kept = [v for v in model.graph.input if v.name not in weights]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    model.ir_version = max(model.ir_version, 4)

@@ -121,12 +121,8 @@ def unify_symbols(model_proto, skeleton):
     shapes = _shapes(model_proto.graph)
     if not any(isinstance(d, str) and d.startswith("unk__") for shape in shapes.values() if shape for d in shape):
         return False
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
-    except Exception:  # an op the tool does not know: keep ONNX's shapes
-        return False
-    if inferred is None:
+    inferred = _symbolic_inference(skeleton)
+    if inferred is None:  # an op the tool does not know: keep ONNX's shapes
         return False
     found = _shapes(inferred.graph)
     changed = False
@@ -180,13 +176,27 @@ def output_row_axes(model_proto, skeleton, inputs):
     for value in skeleton.graph.output:
         value.type.tensor_type.ClearField("shape")
     del skeleton.graph.value_info[:]
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
-    except Exception:  # an op the tool does not know
-        return {}
+    inferred = _symbolic_inference(skeleton)
     axes = {}
     for name, shape in _shapes(inferred.graph).items() if inferred is not None else ():
         if name in {o.name for o in model_proto.graph.output} and shape and ROWS in shape and shape.index(ROWS) != 0:
             axes[name] = shape.index(ROWS)
     return axes
+
+
+def _symbolic_inference(skeleton):
+    """onnxruntime's symbolic shape inference of `skeleton`, as far as it gets, or None if it fails. Its
+    `infer_shapes` writes `sym_shape_infer_temp.onnx` into the working directory when it does not get through
+    (and then raises); the steps it takes are run here instead, and what it inferred is kept."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
+        if (get_opset(skeleton) or 0) < 7:
+            return None
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
+        inference._preprocess(skeleton)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception:  # an op it cannot follow, a version it does not know
+        return None

@@ -60,7 +60,7 @@ SPECS = {
     "Dropout": KEEPS_ZERO.but(pass_through=True, non_differentiable={1, 2},
                               special="graph.normalize keeps a Dropout whose mask output is read"),
     "Cast": KEEPS_ZERO.but(non_differentiable=_cast_inputs),
-    "PRelu": OpSpec(couple=c.prelu, zero=zero.first),
+    "PRelu": OpSpec(couple=c.prelu, zero=zero.first, no_gradient=NO_GRADIENT),
     # --- elementwise, zero-preserving on a condition (ops.conditions) ---
     "Clip": OpSpec(couple=c.clip, zero=zero.clip, non_differentiable={1, 2}),
     "Pow": OpSpec(couple=c.power, zero=zero.power, non_differentiable={1}),

@@ -381,7 +381,12 @@ def _verify_on_data(trained_model, pruned, dataset, options, batch_size, gone=No
     --allow-io-change) are fed zero where the cut channels go to the trained model, without them to the
     cut one; what it computes is compared where it survives (`gone`: groups.removed_positions)."""
     compared, floors = outputs_and_arguments(trained_model)
-    extra = compared[len(trained_model.output_names):]
+    # an argument an erasure removed (a residual join feeding a Sigmoid output) is not compared: its output is
+    present = {o for node in pruned.graph.node for o in node.output} | {i.name for i in pruned.graph.input}
+    n = len(trained_model.output_names)
+    kept = [k for k, name in enumerate(compared) if k < n or name in present]
+    compared, floors = [compared[k] for k in kept], [floors[k] for k in kept]
+    extra = compared[n:]
     trained, pruned = graph.with_outputs(trained_model.proto, extra), graph.with_outputs(pruned, extra)
     gone = gone or {}
     names = [i.name for i in trained.graph.input]

@@ -216,6 +216,23 @@ def _kept_part(array, name, gone):
     return array
 
 
+def _passed_through(model, unit):
+    """{the join's output: the input that replaces it} for an Add join an erasure removes (surgery.erase):
+    a compared tensor (the join feeding the node that makes an output) is the kept input in the cut model."""
+    if unit.kind != "add":
+        return {}
+    join = next(n for n in model.graph.node if (n.name or n.output[0]) == unit.join)
+    return {join.output[0]: unit.keep_input} if join.output[0] not in model.output_names else {}
+
+
+def _run_named(proto, names, renamed, feeds):
+    """The values of `names` in a run of `proto`, each read under its name there (`renamed`)."""
+    there = [renamed.get(name, name) for name in names]
+    made = with_outputs(proto, there, copy=False)
+    values = dict(zip([o.name for o in made.graph.output], run(made, feeds)))
+    return [values[name] for name in there]
+
+
 def certify(analysis, subsets=3, seed=0, feeds=None):
     """Check every prunable group on `subsets` random ZIG subsets; returns a Certificate.
 
@@ -274,9 +291,10 @@ def certify_here(folder):
 def check_unit(model, groups, unit, feeds):
     """Erasing a branch equals zeroing all its parameters."""
     extra, floors = compared_tensors(model)
+    passed = _passed_through(model, unit)
     try:
         zeroed = run(with_outputs(zero_units(model.proto, [unit]), extra, copy=False), feeds)
-        erased = run(with_outputs(cut(model, groups, keep_all(groups), [unit]), extra, copy=False), feeds)
+        erased = _run_named(cut(model, groups, keep_all(groups), [unit]), [*model.output_names, *extra], passed, feeds)
     except Exception as exc:
         return Check(unit.id, 1, float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     n = len(model.output_names)

@@ -10,7 +10,7 @@ import copy
 
 import onnx
 
-from .activations import hard_sigmoid, hard_swish, relu
+from .activations import hard_sigmoid, hard_swish, prelu, relu
 from .context import Context, NotNeeded, Unsupported
 from .conv_transpose import conv_transpose
 from .indexing import pad, slice_
@@ -29,6 +29,7 @@ REWRITES = {
     "Relu": relu,
     "HardSigmoid": hard_sigmoid,
     "HardSwish": hard_swish,
+    "PRelu": prelu,
     "GlobalMaxPool": global_max_pool,
     "ReduceMax": reduce_max,
     "DepthToSpace": depth_to_space,

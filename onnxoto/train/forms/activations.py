@@ -1,10 +1,10 @@
-"""Hard activations (no gradient registered in onnxruntime-training's CPU build) as Mul/Add/Clip, and
-Relu as a multiplication by its mask (onnxruntime's ReluGrad is far slower than a Mul)."""
+"""Hard activations and PRelu (no gradient registered in onnxruntime-training's CPU build) as Mul/Add/Clip,
+and Relu as a multiplication by its mask (onnxruntime's ReluGrad is far slower than a Mul)."""
 import numpy as np
 from onnx import TensorProto, helper
 
 from ...ops import attribute
-from .context import Context, NotNeeded
+from .context import Context, NotNeeded, Unsupported
 
 
 def _hard_sigmoid(x: str, alpha: float, beta: float, ctx: Context, base: str, output: str | None = None) -> str:
@@ -38,3 +38,18 @@ def relu(node, ctx: Context) -> None:
     positive = ctx.emit("Greater", [x, zero], base=f"{base}_positive")
     mask = ctx.emit("Cast", [positive], base=f"{base}_mask", to=elem_type)
     ctx.emit("Mul", [x, mask], node.output[0], base=base)
+
+
+def prelu(node, ctx: Context) -> None:
+    """x * (m + slope * (1 - m)), m = Cast(x > 0): PRelu's values exactly (x where x > 0, slope * x elsewhere),
+    from ops onnxruntime-training differentiates (no gradient is registered for PRelu), the slope's included."""
+    x, slope, base = node.input[0], node.input[1], node.name or node.output[0]
+    elem_type = ctx.elem_type(x)
+    if elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
+        raise Unsupported("element type unknown")
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    positive = ctx.emit("Cast", [ctx.emit("Greater", [x, ctx.const(np.array(0, dtype), f"{base}_zero")],
+                                          base=f"{base}_positive")], base=f"{base}_mask", to=elem_type)
+    negative = ctx.emit("Sub", [ctx.const(np.array(1, dtype), f"{base}_one"), positive], base=f"{base}_negative")
+    gate = ctx.emit("Add", [positive, ctx.emit("Mul", [slope, negative], base=f"{base}_sloped")], base=f"{base}_gate")
+    ctx.emit("Mul", [x, gate], node.output[0], base=base)
