@@ -393,16 +393,17 @@ def pad(ctx):
 
 
 def _zero_segments(ctx, x, out, axis, begin, end, zero_fill):
-    """Axis `axis` of out is [begin padded positions, x's positions, end padded positions]."""
-    whole = ctx.d(out, axis)
+    """Axis `axis` of out is [begin padded positions, x's positions, end padded positions]; the padded
+    positions of both ends are one zero dim (one group where they meet channels)."""
+    whole, size = ctx.d(out, axis), ctx.shape(x)[axis]
     ctx.offset(ctx.d(x, axis), whole, begin, role=ADD)
-    if not zero_fill:
+    if not zero_fill or whole is None:
         return  # padded positions hold the fill: never zero (no zero source reaches them)
-    for where, start, size in (("begin", 0, begin), ("end", begin + ctx.shape(x)[axis], end)):
-        if size and whole is not None:
-            filler = ctx.space.dim(f"{out}#pad_{where}", axis, size)
-            ctx.zeros(filler)
-            ctx.offset(filler, whole, start, role=ADD)
+    filler = ctx.space.dim(f"{out}#padding", axis, begin + end)
+    ctx.zeros(filler)
+    positions = list(range(begin)) + list(range(begin + size, begin + size + end))
+    ctx.space.link(filler, range(begin + end), whole, positions)
+    ctx.source(whole, filler, ADD)
 
 
 def reshape(ctx):
