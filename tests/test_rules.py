@@ -342,6 +342,20 @@ def test_slice_with_step_keeps_every_other_channel():
     assert sorted(int(i) for g in dropped for i in slice_of(g, "pre.weight", 0).index.ravel()) == [0, 1, 3, 5, 7]
 
 
+@pytest.mark.parametrize("batch_end", [2**31 - 1, 1])
+def test_slice_over_the_dynamic_batch_axis_still_couples_channels(batch_end):
+    """tf2onnx writes strided slices over every axis, the symbolic batch included (magika): the batch axis
+    carries no channels, so the channel axis still couples; a fixed-size piece of the batch is pinned."""
+    def middle(n, h):
+        bounds = [n.ints("starts", [0, 2]), n.ints("ends", [batch_end, 8]), n.ints("axes", [0, 1])]
+        return n.op("Slice", [h, *bounds])
+
+    a = analyze_checked(between_convs(middle, c_out=6))
+    used = group_of(a, "post.weight", 1)
+    assert_prunable(used, 6)
+    assert np.array_equal(slice_of(used, "pre.weight", 0).index, column(6) + 2)
+
+
 def test_spatial_zero_pad_passes_channels():
     g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])])))
     assert_prunable(g, 8)

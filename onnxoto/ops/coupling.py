@@ -355,13 +355,16 @@ def slice_rule(ctx):
         return ctx.pin_all(f"{ctx.label}: bounds computed at run time")
     axes = list(range(len(starts))) if axes is None else [int(a) % len(shape) for a in axes]
     steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    sliced = {}
+    sliced, dynamic = {}, set()
     for a, s, e, step in zip(axes, starts, ends, steps):
-        if not isinstance(shape[a], int):
-            return ctx.pin_all(f"{ctx.label}: slices a dynamic axis")
-        sliced[a] = slice(int(s), int(e), step).indices(shape[a])
+        if isinstance(shape[a], int):
+            sliced[a] = slice(int(s), int(e), step).indices(shape[a])
+        else:
+            dynamic.add(a)
     for a in range(len(shape)):
-        if a in sliced:
+        if a in dynamic:  # no channels live on a symbolic axis (a batch): only a fixed-size piece of it has dims
+            ctx.pin(out, a, f"{ctx.label}: slices a dynamic axis")
+        elif a in sliced:
             first, _, step = sliced[a]
             ctx.offset(ctx.d(out, a), ctx.d(x, a), first, step, role=MUL, whole_is_output=False)
         else:
