@@ -6,7 +6,11 @@ from edge_helpers import Net
 
 
 def channel_pad(net, x, before, after, rank=4, axis=1):
-    """A zero Pad of `before`/`after` positions on `axis`: pads as an input (opset >= 11) or an attribute."""
+    """A zero Pad of `before`/`after` positions on `axis`: pads and axes as inputs (opset >= 18), pads as
+    an input (opset >= 11) or as an attribute."""
+    if net.opset >= 18:
+        inputs = [x, net.ints(f"{x}_pads", [before, after]), net.const(f"{x}_fill", np.float32(0.0))]
+        return net.op("Pad", inputs + [net.ints(f"{x}_axes", [axis])])
     pads = [0] * (2 * rank)
     pads[axis], pads[rank + axis] = before, after
     if net.opset >= 11:
