@@ -375,6 +375,24 @@ def test_zero_pad_on_the_channel_axis_is_a_segment_of_the_output():
     assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 1)
 
 
+def test_zero_pad_of_channels_and_space_at_once_keeps_the_channel_segment():
+    g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", [0, 1, 1, 1, 0, 1, 1, 1])]), c_out=10))
+    assert_prunable(g, 8)
+    assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 1)
+
+
+def test_zero_pad_of_the_last_axis_of_an_nhwc_tensor_is_a_channel_segment():
+    """tf2onnx keeps Keras' NHWC between Transposes: the channel axis that is padded is the last one."""
+    def middle(n, h):
+        nhwc = n.op("Transpose", [h], perm=[0, 2, 3, 1])
+        padded = n.op("Pad", [nhwc, n.ints("pads", [0, 0, 0, 2, 0, 0, 0, 2])])
+        return n.op("Transpose", [padded], perm=[0, 3, 1, 2])
+
+    g = pre_group(between_convs(middle, c_out=12))
+    assert_prunable(g, 8)
+    assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 2)
+
+
 def _widened_shortcut(pads, fill=0.0, opset=17, axes=None):
     """pre (8) -> Relu -> Add(Conv 'wide' 8 -> 12, Pad(relu) to 12 channels) -> Relu -> post (12 -> 4)."""
     def middle(n, h):
