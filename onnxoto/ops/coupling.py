@@ -1,7 +1,7 @@
 """Coupling rules (OpSpec.couple): how an op couples the axes of its inputs and outputs.
 
 A rule receives a groups.context.NodeContext and states couplings (same/block/offset), zero
-behaviour (sources, never_zero, contract), roles of parameter axes (consumer/follower) and pins.
+behaviour (sources, never_zero, zeros, contract), roles of parameter axes (consumer/follower) and pins.
 An op whose spec has no rule is a barrier: every axis it touches is pinned ("no rule for <op>").
 """
 from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pad_widths, pow_keeps_zero
