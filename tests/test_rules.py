@@ -342,6 +342,20 @@ def test_slice_with_step_keeps_every_other_channel():
     assert sorted(int(i) for g in dropped for i in slice_of(g, "pre.weight", 0).index.ravel()) == [0, 1, 3, 5, 7]
 
 
+@pytest.mark.parametrize("batch_end", [2**31 - 1, 1])
+def test_slice_over_the_dynamic_batch_axis_still_couples_channels(batch_end):
+    """tf2onnx writes strided slices over every axis, the symbolic batch included (magika): the batch axis
+    carries no channels, so the channel axis still couples; a fixed-size piece of the batch is pinned."""
+    def middle(n, h):
+        bounds = [n.ints("starts", [0, 2]), n.ints("ends", [batch_end, 8]), n.ints("axes", [0, 1])]
+        return n.op("Slice", [h, *bounds])
+
+    a = analyze_checked(between_convs(middle, c_out=6))
+    used = group_of(a, "post.weight", 1)
+    assert_prunable(used, 6)
+    assert np.array_equal(slice_of(used, "pre.weight", 0).index, column(6) + 2)
+
+
 def test_spatial_zero_pad_passes_channels():
     g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])])))
     assert_prunable(g, 8)
@@ -354,9 +368,93 @@ def test_pad_with_non_zero_value_blocks_pruning():
     assert_unprunable(pre_group(between_convs(middle)), "not exactly zero")
 
 
-def test_pad_on_the_channel_axis_pins_it():
+def test_zero_pad_on_the_channel_axis_is_a_segment_of_the_output():
+    """Pad(value=0) by 1 channel before and after: input channel i is output channel 1 + i."""
     g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", [0, 1, 0, 0, 0, 1, 0, 0])]), c_out=10))
+    assert_prunable(g, 8)
+    assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 1)
+
+
+def test_zero_pad_of_channels_and_space_at_once_keeps_the_channel_segment():
+    g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", [0, 1, 1, 1, 0, 1, 1, 1])]), c_out=10))
+    assert_prunable(g, 8)
+    assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 1)
+
+
+def test_zero_pad_of_the_last_axis_of_an_nhwc_tensor_is_a_channel_segment():
+    """tf2onnx keeps Keras' NHWC between Transposes: the channel axis that is padded is the last one."""
+    def middle(n, h):
+        nhwc = n.op("Transpose", [h], perm=[0, 2, 3, 1])
+        padded = n.op("Pad", [nhwc, n.ints("pads", [0, 0, 0, 2, 0, 0, 0, 2])])
+        return n.op("Transpose", [padded], perm=[0, 3, 1, 2])
+
+    g = pre_group(between_convs(middle, c_out=12))
+    assert_prunable(g, 8)
+    assert np.array_equal(slice_of(g, "post.weight", 1).index, column(8) + 2)
+
+
+def _widened_shortcut(pads, fill=0.0, opset=17, axes=None):
+    """pre (8) -> Relu -> Add(Conv 'wide' 8 -> 12, Pad(relu) to 12 channels) -> Relu -> post (12 -> 4)."""
+    def middle(n, h):
+        h = n.op("Relu", [h])
+        inputs = [h, n.ints("pads", pads), n.const("fill", np.float32(fill))]
+        shortcut = n.op("Pad", inputs + ([n.ints("axes", axes)] if axes else []))
+        return n.op("Relu", [n.op("Add", [n.conv(h, 8, 12, k=1, name="wide"), shortcut])])
+
+    return analyze_checked(between_convs(middle, c_out=12, opset=opset))
+
+
+def _padding_group(analysis):
+    """The group of 'wide' channels that meet the Pad's padded positions (not the input's)."""
+    shortcut = group_of(analysis, "pre.weight", 0)
+    [padded] = [g for g in analysis.groups if g is not shortcut and "wide.weight" in g.initializers]
+    return padded
+
+
+@pytest.mark.parametrize("before,after", [(0, 4), (4, 0), (1, 3)])
+def test_zero_pad_positions_added_to_conv_channels_are_a_prunable_group(before, after):
+    a = _widened_shortcut([0, before, 0, 0, 0, after, 0, 0])
+    shortcut = group_of(a, "pre.weight", 0)
+    assert_prunable(shortcut, 8)
+    assert np.array_equal(slice_of(shortcut, "wide.weight", 0).index, column(8) + before)
+    padded = _padding_group(a)
+    assert np.array_equal(np.sort(slice_of(padded, "wide.weight", 0).index.ravel()),
+                          list(range(before)) + list(range(before + 8, 12)))
+    assert all(g.prunable for g in a.groups if "wide.weight" in g.initializers)
+    assert np.array_equal(slice_of(padded, "post.weight", 1).index, slice_of(padded, "wide.weight", 0).index)
+
+
+def test_zero_pad_with_an_axes_input_is_a_segment_too():
+    a = _widened_shortcut([0, 4], opset=18, axes=[1])
+    assert_prunable(group_of(a, "pre.weight", 0), 8)
+    assert_prunable(_padding_group(a), 4)
+
+
+def test_pad_with_a_non_zero_value_on_the_channel_axis_only_is_non_zero_in_the_padding():
+    """The fill lands in the padded channels alone: the input's channels still pass as copies."""
+    a = _widened_shortcut([0, 0, 0, 0, 0, 4, 0, 0], fill=1.0)
+    assert_prunable(group_of(a, "pre.weight", 0), 8)
+    assert_unprunable(_padding_group(a), "not exactly zero")
+
+
+@pytest.mark.parametrize("mode,pads", [("reflect", [0, 1, 0, 0, 0, 1, 0, 0]), ("edge", [0, 1, 0, 0, 0, 1, 0, 0]),
+                                       ("constant", [0, -1, 0, 0, 0, 1, 0, 0])])
+def test_pad_that_copies_or_crops_channels_pins_the_channel_axis(mode, pads):
+    """Reflect and edge padding copy input channels into the padding; negative pads crop: not segments."""
+    g = pre_group(between_convs(lambda n, h: n.op("Pad", [h, n.ints("pads", pads)], mode=mode), c_out=8 + sum(pads)))
     assert_unprunable(g, "padded by Pad")
+
+
+def test_spatial_zero_pad_stays_pinned_where_a_kernel_reads_it():
+    """A parameter along a padded spatial axis (a learned position gain) is no group: Conv slides over it."""
+    def middle(n, h):
+        padded = n.op("Pad", [h, n.ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])])
+        return n.op("Mul", [padded, n.weight("position", (1, 1, 10, 10))])
+
+    a = analyze_checked(between_convs(middle))
+    assert_prunable(group_of(a, "pre.weight", 0), 8)
+    for axis in (2, 3):
+        assert_unprunable(group_of(a, "position", axis), "spatial axis of Conv")
 
 
 @pytest.mark.parametrize("op,attrs", [

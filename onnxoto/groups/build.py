@@ -162,7 +162,7 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
         return record.io_inputs[reached_in[0]]
     # a graph input the group changes is fed zero where its channels go (the model's own cache)
     zero = {d: (model.is_param(space.keys[d][0]) and record.roles.get(d, PRODUCER) == PRODUCER)
-            or d in record.io_inputs for d in in_group}
+            or d in record.io_inputs or d in record.zeros for d in in_group}
     for d in sorted((d for d in in_group if d in record.sources), key=record.order.get):
         if not zero[d]:
             zero[d] = _is_zero(record.sources[d], zero, in_group)

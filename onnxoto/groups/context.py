@@ -16,6 +16,7 @@ class Record:
         self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
         self.roles = {}  # param dim -> "consumer" | "follower"
         self.divisors = []  # (node label, dim): values divided by, which must not become zero
+        self.zeros = set()  # dims that are zero whatever the weights (a zero Pad's padded positions)
         self.io_inputs = {}  # graph input dim -> reason (allow_io_change: recorded instead of pinned)
         self.io_outputs = {}  # graph output dim -> reason
         self.producers = None  # tensor -> node, made on first use (NodeContext.producer)
@@ -138,6 +139,10 @@ class NodeContext:
     def never_zero(self, out):
         """The output along `out` is not zero even when every input is (sigmoid(0) = 0.5)."""
         self.source(out, SENTINEL, ADD)
+
+    def zeros(self, d):
+        """Every index of `d` is an exact zero, whatever the weights (the padding of a zero-fill Pad)."""
+        self.record.zeros.add(d)
 
     def contract(self, *dims):
         """The node sums over these coupled indices: removing them is exact only if one operand is zero there."""

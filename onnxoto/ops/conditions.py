@@ -27,6 +27,19 @@ def pad_fill(node, const):
     return UNKNOWN if value is None else float(np.max(np.abs(value)))
 
 
+def pad_widths(node, const, rank):
+    """{axis: (before, after)} of the axes a Pad pads (opset >= 11: the pads input, optional axes input;
+    older: the pads attribute); None when they are computed at run time or the rank is unknown."""
+    pads = const(operand(node, 1)) if operand(node, 1) else attribute(node, "pads")
+    axes = const(operand(node, 3)) if operand(node, 3) else None
+    if rank is None or pads is None or (operand(node, 3) and axes is None):
+        return None
+    pads = [int(p) for p in np.ravel(pads)]
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.ravel(axes)]
+    n = len(axes)
+    return {a: (pads[k], pads[k + n]) for k, a in enumerate(axes) if pads[k] or pads[k + n]}
+
+
 def pow_keeps_zero(node, const):
     """0^p = 0 iff every exponent p is positive (0^0 = 1); UNKNOWN for an exponent computed at run time."""
     exponent = const(operand(node, 1))

@@ -1,10 +1,10 @@
 """Coupling rules (OpSpec.couple): how an op couples the axes of its inputs and outputs.
 
 A rule receives a groups.context.NodeContext and states couplings (same/block/offset), zero
-behaviour (sources, never_zero, contract), roles of parameter axes (consumer/follower) and pins.
+behaviour (sources, never_zero, zeros, contract), roles of parameter axes (consumer/follower) and pins.
 An op whose spec has no rule is a barrier: every axis it touches is pinned ("no rule for <op>").
 """
-from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pow_keeps_zero
+from .conditions import UNKNOWN, clip_keeps_zero, extremum_neutral_inputs, pad_fill, pad_widths, pow_keeps_zero
 from .shapes import resolve_fresh_symbol
 from .spec import ADD, MUL, scalar
 
@@ -355,13 +355,16 @@ def slice_rule(ctx):
         return ctx.pin_all(f"{ctx.label}: bounds computed at run time")
     axes = list(range(len(starts))) if axes is None else [int(a) % len(shape) for a in axes]
     steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    sliced = {}
+    sliced, dynamic = {}, set()
     for a, s, e, step in zip(axes, starts, ends, steps):
-        if not isinstance(shape[a], int):
-            return ctx.pin_all(f"{ctx.label}: slices a dynamic axis")
-        sliced[a] = slice(int(s), int(e), step).indices(shape[a])
+        if isinstance(shape[a], int):
+            sliced[a] = slice(int(s), int(e), step).indices(shape[a])
+        else:
+            dynamic.add(a)
     for a in range(len(shape)):
-        if a in sliced:
+        if a in dynamic:  # no channels live on a symbolic axis (a batch): only a fixed-size piece of it has dims
+            ctx.pin(out, a, f"{ctx.label}: slices a dynamic axis")
+        elif a in sliced:
             first, _, step = sliced[a]
             ctx.offset(ctx.d(out, a), ctx.d(x, a), first, step, role=MUL, whole_is_output=False)
         else:
@@ -369,25 +372,41 @@ def slice_rule(ctx):
 
 
 def pad(ctx):
+    """A zero-fill constant Pad is a Concat of the input with zero segments: input position i is output
+    position begin + i on each padded axis, and the padded positions are exact zeros (ctx.zeros). Other
+    modes copy input positions into the padding, and negative pads crop: those axes are pinned."""
     x, out = ctx.input(0), ctx.output()
     rank = ctx.rank(x)
-    pads = ctx.const(ctx.input(1)) if ctx.input(1) else ctx.attr("pads")
+    padded = pad_widths(ctx.node, ctx.const, rank)
     fill = pad_fill(ctx.node, ctx.const)
-    if rank is None or pads is None or fill is UNKNOWN:
+    if rank is None or padded is None or fill is UNKNOWN:
         return ctx.pin_all(f"{ctx.label}: pads computed at run time")
-    pads = [int(p) for p in pads]
-    axes = ctx.const(ctx.input(3)) if ctx.input(3) else None
-    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
-    begin = dict(zip(axes, pads[:len(axes)]))
-    end = dict(zip(axes, pads[len(axes):]))
+    constant = ctx.attr("mode", "constant") == "constant"
     for a in range(rank):
-        if begin.get(a, 0) or end.get(a, 0):
+        begin, end = padded.get(a, (0, 0))
+        if fill != 0.0 and any(b != a for b in padded):
+            ctx.never_zero(ctx.d(out, a))  # the fill lands in every position of this axis
+        if not (begin or end):
+            ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
+        elif constant and begin >= 0 and end >= 0 and isinstance(ctx.shape(x)[a], int):
+            _zero_segments(ctx, x, out, a, begin, end, zero_fill=fill == 0.0)
+        else:
             ctx.pin(x, a, f"padded by {ctx.label}")
             ctx.pin(out, a, f"padded by {ctx.label}")
-            continue
-        ctx.same(ctx.d(x, a), ctx.d(out, a), MUL)
-        if fill != 0.0:
-            ctx.never_zero(ctx.d(out, a))
+
+
+def _zero_segments(ctx, x, out, axis, begin, end, zero_fill):
+    """Axis `axis` of out is [begin padded positions, x's positions, end padded positions]; the padded
+    positions of both ends are one zero dim (one group where they meet channels)."""
+    whole, size = ctx.d(out, axis), ctx.shape(x)[axis]
+    ctx.offset(ctx.d(x, axis), whole, begin, role=ADD)
+    if not zero_fill or whole is None:
+        return  # padded positions hold the fill: never zero (no zero source reaches them)
+    filler = ctx.space.dim(f"{out}#padding", axis, begin + end)
+    ctx.zeros(filler)
+    positions = list(range(begin)) + list(range(begin + size, begin + size + end))
+    ctx.space.link(filler, range(begin + end), whole, positions)
+    ctx.source(whole, filler, ADD)
 
 
 def reshape(ctx):

@@ -114,3 +114,32 @@ def conv_group(weight_axis):
 def resize_sizes(node, new, old, edit):
     if len(node.input) > 3 and node.input[3] and new[node.output[0]] != old[node.output[0]]:
         edit.rewrite_vector(node, 3, lambda values: list(new[node.output[0]]))
+
+
+def pad_pads(node, new, old, edit):
+    """Pad: a cut that removed padded positions of the output (zeros, cut with the channels they are
+    added to) shrinks the pads by as many on that side; removed input positions need nothing."""
+    x, out = node.input[0], node.output[0]
+    if new.get(out) is None or new.get(out) == old.get(out):
+        return
+    from_input = len(node.input) > 1 and bool(node.input[1])
+    pads = edit.vector(node, 1) if from_input else list(attribute(node, "pads"))
+    rank = len(old[x])
+    axes = edit.vector(node, 3)
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    n, changed = len(axes), list(pads)
+    for k, axis in enumerate(axes):
+        gone = edit.removed.get((out, axis))
+        if gone is None:
+            continue
+        inner_end = pads[k] + old[x][axis]
+        changed[k] = pads[k] - int(np.sum(gone < pads[k]))
+        changed[k + n] = pads[k + n] - int(np.sum(gone >= inner_end))
+        if changed[k] + new[x][axis] + changed[k + n] != new[out][axis]:
+            raise ModelError(f"Pad '{node.name}': the cut of axis {axis} does not match its pads")
+    if changed == pads:
+        return
+    if from_input:
+        edit.rewrite_vector(node, 1, lambda _: changed)
+    else:
+        edit.set_attr(node, "pads", changed)
