@@ -174,7 +174,7 @@ def consumed_places(model):
     from onnxoto.groups.build import couple
 
     space, record = couple(model)
-    return [(label, [space.keys[d] for d in dims]) for label, dims in record.contracts]
+    return [(label, [space.keys[d] for d in dims]) for label, dims, _ in record.contracts]
 
 
 def check_group(analysis, group, subset, feed=None, places=None):

@@ -4,13 +4,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .build import build_groups
+from .constant import Fold, channel_constants, zeroed_values
 from .cost import model_cost
 from .erase import ErasableUnit, find_erasable
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .masks import keep_all, reduced_shapes, removed_positions
 
 __all__ = ["Analysis", "analyze", "Group", "ParamSlice", "DimSlice", "PRODUCER", "CONSUMER", "FOLLOWER",
-           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost", "ErasableUnit"]
+           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost", "ErasableUnit",
+           "Fold", "channel_constants", "zeroed_values"]
 
 
 @dataclass

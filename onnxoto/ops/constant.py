@@ -1,0 +1,82 @@
+"""Constant channels (OpSpec.constant): a zeroed channel that an op makes a per-channel constant, not zero.
+
+A zeroed group's channel after Add(t), Sigmoid or HardSwish·s + t (Paddle's learnable affine blocks) is
+the constant f(0), the same at every position. It stays removable where a consumer can fold it into its
+bias (ops.fold). `keeps(node, axis, view)`: output 0 is constant along every axis but `axis` when
+view.constant(tensor, axis) says so of the inputs (axis < 0: the input lacks it, so it must be
+constant everywhere). `value(node, inputs, shape)`: that output from the inputs' per-channel values
+(arrays with size 1 on every axis but the channel's), `shape` the output's per-channel shape.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .spec import attribute
+
+
+@dataclass(frozen=True)
+class KeepsConstant:
+    keeps: Callable
+    value: Callable
+
+
+def _elementwise_keeps(node, axis, view):
+    """f of per-channel constants (broadcast operands included) is a per-channel constant."""
+    rank = view.rank(node.output[0])
+    return rank is not None and all(
+        view.rank(t) is not None and view.constant(t, axis - (rank - view.rank(t))) for t in node.input if t)
+
+
+def _evaluated(node, inputs, shape):
+    """The op itself on the per-channel values (onnx's reference implementation: numpy, no crash)."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{k}" if t else "" for k, t in enumerate(node.input)]
+    copy = _renamed(node, names)
+    feeds = {name: value for name, value in zip(names, inputs) if name}
+    with np.errstate(all="ignore"):
+        out = ReferenceEvaluator(copy).run(None, feeds)[0]
+    return np.broadcast_to(np.asarray(out), shape).astype(np.float32)
+
+
+def _renamed(node, names):
+    from onnx import NodeProto
+
+    copy = NodeProto()
+    copy.CopyFrom(node)
+    del copy.input[:]
+    copy.input.extend(names)
+    del copy.output[:]
+    copy.output.append("out")
+    return copy
+
+
+def _pool_keeps(node, axis, view):
+    """Max or mean over windows of a constant is that constant, unless padding joins the mean."""
+    padded = any(attribute(node, "pads", None) or ()) or attribute(node, "auto_pad", "NOTSET").startswith("SAME")
+    if node.op_type == "AveragePool" and attribute(node, "count_include_pad", 0) and padded:
+        return False
+    return axis == 1 and view.constant(node.input[0], 1)
+
+
+def _same_value(node, inputs, shape):
+    """The input's per-channel values, in the output's layout (pooled, or unit axes added or dropped)."""
+    return np.asarray(inputs[0], np.float32).reshape(shape)
+
+
+def _unit_axes_keeps(node, axis, view):
+    """Reshape/Flatten/Squeeze/Unsqueeze that only add or drop axes of size 1 keep each channel whole."""
+    src, dst = view.shape(node.input[0]), view.shape(node.output[0])
+    if src is None or dst is None:
+        return False
+    real_src = [a for a, s in enumerate(src) if s != 1]
+    real_dst = [a for a, s in enumerate(dst) if s != 1]
+    if [src[a] for a in real_src] != [dst[a] for a in real_dst] or axis not in real_dst:
+        return False
+    return view.constant(node.input[0], real_src[real_dst.index(axis)])
+
+
+ELEMENTWISE = KeepsConstant(_elementwise_keeps, _evaluated)
+POOLED = KeepsConstant(_pool_keeps, _same_value)
+UNIT_AXES = KeepsConstant(_unit_axes_keeps, _same_value)
