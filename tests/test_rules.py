@@ -211,7 +211,7 @@ def assert_folded(group, consumer="y"):
     assert [f.consumer for f in group.folds] == [consumer], group.folds
 
 
-NOT_FOLDED = "zeroed channels are a constant, not zero, where Conv 'post' consumes them: Conv 'post' pads them"
+NOT_FOLDED = "zeroed channels are a constant, not zero: Conv 'post' reads them with padding"
 
 
 @pytest.mark.parametrize("op", ["Sigmoid", "HardSigmoid", "Exp", "Softplus", "Cos"])
@@ -653,7 +653,7 @@ def test_edge_slice_split_concat_segments():
 
 def test_edge_sigmoid_blocks_gate_does_not():
     a = load_edge("sigmoid_gate")
-    assert_unprunable(group_of(a, "conv1.weight", 0), "Conv 'conv2' pads them")
+    assert_unprunable(group_of(a, "conv1.weight", 0), "Conv 'conv2' reads them with padding")
     gate = group_of(a, "conv2.weight", 0)
     assert_prunable(gate, 8)
     assert roles(gate)[("se_expand.weight", 0)] == "producer" and roles(gate)[("se_reduce.weight", 1)] == "consumer"

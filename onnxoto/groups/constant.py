@@ -20,6 +20,7 @@ class Fold:
     input: int  # which of its inputs carries the channels
     tensor: str  # that input
     axis: int  # its channel axis
+    label: str = ""  # the consumer as messages name it: "Conv 'name'"
 
 
 class _View:
@@ -70,11 +71,11 @@ def fold_or_reason(model, label, node, inside_keys, constants):
             continue
         k = list(node.input).index(tensor)
         spec = spec_of(node)
-        why = f"{label} cannot fold them into a bias" if spec is None or spec.fold is None else \
-            spec.fold.declines(node, k, _initializer_values(model))
+        why = f"{label} consumes them and has no bias to fold them into" if spec is None or spec.fold is None \
+            else spec.fold.declines(node, k, _initializer_values(model))
         if why:
-            return None, f"zeroed channels are a constant, not zero, where {label} consumes them: {why}"
-        return Fold(node.output[0], k, tensor, axis), ""
+            return None, f"zeroed channels are a constant, not zero: {why}"
+        return Fold(node.output[0], k, tensor, axis, label), ""
     return None, f"channels are not exactly zero where {label} consumes them"
 
 

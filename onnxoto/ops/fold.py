@@ -35,8 +35,7 @@ def _conv_declines(node, k, const):
         return f"{_label(node)} is grouped"
     padded = any(attribute(node, "pads", None) or ()) or attribute(node, "auto_pad", "NOTSET").startswith("SAME")
     if padded:
-        return f"{_label(node)} pads them: its border sums the constant fewer times (only a Conv without " \
-               "padding folds it)"
+        return f"{_label(node)} reads them with padding (a constant folds into a bias only where none is read)"
     return ""
 
 
