@@ -177,3 +177,29 @@ def test_prune_end_to_end_cuts_folded_groups_and_certifies(tmp_path):
     cut_folded = [g for g in result.groups if g["id"] in folded and g["kept"] < g["channels"]]
     assert cut_folded, result.groups
     assert result.pruned["params"] < result.dense["params"]
+
+
+def two_branches_into_one_consumer(bias):
+    """Two affine-block branches concatenated into one 1x1 conv: both groups fold into the same bias."""
+    n = Net(seed=7)
+    x = n.input(shape=("N", 3, 8, 8))
+    h = n.op("Concat", [conv_bn_act(n, x, 3, 4, "left", k=3), conv_bn_act(n, x, 3, 6, "right", k=3)], axis=1)
+    n.conv(h, 10, 5, k=1, name="post", pads=[0, 0, 0, 0], bias=bias)
+    n.nodes[-1].output[0] = "y"
+    return n.model("y")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_two_groups_folding_into_one_conv_cut_together_and_cost_as_predicted(bias):
+    model = graph.from_proto(two_branches_into_one_consumer(bias), "two")
+    a = analyze(model)
+    folding = [g for g in a.prunable if g.folds]
+    assert len(folding) == 2 and {f.consumer for g in folding for f in g.folds} == {"y"}
+    keep = keep_all(a.groups)
+    for g in folding:
+        keep[g.id] = np.arange(g.num_zigs) % 2 == 0
+    feed = {"x": np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    proto = cut(model, a.groups, keep)
+    assert relative_difference([run(zero_out(model, a.groups, keep), feed)["y"]], [run(proto, feed)["y"]]) \
+        <= verify.TOLERANCE
+    assert analyze(graph.from_proto(proto, "cut")).params == a.predict_cost(keep)[0]  # a bias made when none was

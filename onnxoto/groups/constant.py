@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import numpy_helper
 
-from ..ops import spec_of
+from ..graph import producers
+from ..ops import numel, operand, spec_of
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,9 @@ class Fold:
 class _View:
     """What ops.constant's `keeps` asks: shapes, and whether a tensor is a per-channel constant along an axis."""
 
-    def __init__(self, model, steady):
+    def __init__(self, model, steady, keys):
         self.model, self.steady = model, steady  # steady: (tensor, axis) of the group, zero or constant
+        self.keys = keys  # every (tensor, axis) of the group
 
     def shape(self, tensor):
         return self.model.shapes.get(tensor)
@@ -35,6 +37,9 @@ class _View:
     def rank(self, tensor):
         shape = self.shape(tensor)
         return None if shape is None else len(shape)
+
+    def in_group(self, tensor, axis):
+        return (tensor, axis) in self.keys
 
     def constant(self, tensor, axis):
         shape = self.shape(tensor)
@@ -49,7 +54,7 @@ def constant_dims(model, producer, zero_keys, other_keys):
     producer: tensor -> (position, node); zero_keys: the group's (tensor, axis) that are zero;
     other_keys: the rest of the group's (tensor, axis)."""
     steady = set(zero_keys)
-    view = _View(model, steady)
+    view = _View(model, steady, steady | set(other_keys))
     found = []
     for tensor, axis in sorted(other_keys, key=lambda key: producer.get(key[0], (-1,))[0]):
         if tensor not in producer:
@@ -127,3 +132,24 @@ def zeroed_values(model, slices):
             array[tuple(index)] = 0
         return array
     return const
+
+
+
+def made_by_folds(model, groups, keep, shapes):
+    """(params, flops) a cut adds to hold folded constants: the biases made for consumers without one
+    (sizes at `shapes`), and the Add after a MatMul (one operation per output element)."""
+    folds = [f for g in groups if g.folds and g.id in keep and not keep[g.id].all() for f in g.folds]
+    if not folds:
+        return 0, 0
+    writer, made = producers(model.graph), {}
+    for f in folds:
+        fold = spec_of(writer[f.consumer]).fold
+        if fold.bias is None or not operand(writer[f.consumer], fold.bias):
+            made[f.consumer] = fold
+    params = flops = 0
+    for out, fold in made.items():
+        shape = shapes.get(out) or ()
+        size = shape[fold.out_axis % len(shape)] if shape else 0
+        params += size if isinstance(size, int) else 0
+        flops += numel(shape) if fold.bias is None else 0
+    return params, flops

@@ -4,7 +4,7 @@ A zeroed group's channel after Add(t), Sigmoid or HardSwish·s + t (Paddle's lea
 the constant f(0), the same at every position. It stays removable where a consumer can fold it into its
 bias (ops.fold). `keeps(node, axis, view)`: output 0 is constant along every axis but `axis` when
 view.constant(tensor, axis) says so of the inputs (axis < 0: the input lacks it, so it must be
-constant everywhere). `value(node, inputs, shape)`: that output from the inputs' per-channel values
+constant everywhere); view.in_group(tensor, axis): that axis carries the group's channels. `value(node, inputs, shape)`: that output from the inputs' per-channel values
 (arrays with size 1 on every axis but the channel's), `shape` the output's per-channel shape.
 """
 from dataclasses import dataclass
@@ -77,6 +77,18 @@ def _unit_axes_keeps(node, axis, view):
     return view.constant(node.input[0], real_src[real_dst.index(axis)])
 
 
+def _concat_keeps(node, axis, view):
+    """Along the joined axis a channel comes from one input: those of the group must be constant (the
+    others hold other groups' channels); along any other axis every input must be."""
+    rank = view.rank(node.output[0])
+    if rank is None:
+        return False
+    joined = attribute(node, "axis", 0) % rank
+    inputs = [t for t in node.input if t and (axis != joined or view.in_group(t, axis))]
+    return bool(inputs) and all(view.constant(t, axis) for t in inputs)
+
+
 ELEMENTWISE = KeepsConstant(_elementwise_keeps, _evaluated)
+JOINED = KeepsConstant(_concat_keeps, _evaluated)
 POOLED = KeepsConstant(_pool_keeps, _same_value)
 UNIT_AXES = KeepsConstant(_unit_axes_keeps, _same_value)

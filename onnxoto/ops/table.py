@@ -135,7 +135,7 @@ SPECS = {
     "ReduceLogSum": OpSpec(couple=c.reduce_rule(sum_like=False, keeps_zero=False), non_differentiable=AXES_INPUT),
     # --- data movement ---
     "Transpose": MOVES_DATA.but(couple=c.transpose),
-    "Concat": MOVES_DATA.but(couple=c.concat, zero=zero.every,
+    "Concat": MOVES_DATA.but(couple=c.concat, zero=zero.every, constant=constant.JOINED,
                              special="groups.erase and surgery: a Concat joining branches can lose a segment"),
     "Split": MOVES_DATA.but(couple=c.split, rewrite=rewrite.split_sizes, non_differentiable={1}),
     "Slice": MOVES_DATA.but(couple=c.slice_rule, rewrite=rewrite.slice_bounds, non_differentiable={1, 2, 3, 4},

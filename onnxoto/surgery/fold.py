@@ -17,7 +17,7 @@ def fold_constants(graph, model, groups, keep, removed):
     const = zeroed_values(model, zeroed)
     producer = {out: (k, node) for k, node in enumerate(model.graph.node) for out in node.output if out}
     nodes = producers(graph)
-    taken = taken_names(graph)
+    deltas = {}  # consumer -> what joins its bias, summed over the groups that fold into it
     for g, gone in cut:
         values = channel_constants(model, producer, g.constants, const)
         for fold in g.folds:
@@ -27,7 +27,11 @@ def fold_constants(graph, model, groups, keep, removed):
             channels[positions] = values[fold.tensor].ravel()[positions]
             node = nodes[fold.consumer]
             delta = spec_of(node).fold.delta(node, fold.input, channels, const)
-            _add_to_bias(graph, node, spec_of(node).fold, delta, model, removed, taken)
+            deltas[fold.consumer] = deltas.get(fold.consumer, 0) + delta
+    taken = taken_names(graph)
+    for consumer, delta in deltas.items():
+        node = nodes[consumer]
+        _add_to_bias(graph, node, spec_of(node).fold, delta, model, removed, taken)
 
 
 def _add_to_bias(graph, node, folds, delta, model, removed, taken):
