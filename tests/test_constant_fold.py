@@ -203,3 +203,14 @@ def test_two_groups_folding_into_one_conv_cut_together_and_cost_as_predicted(bia
     assert relative_difference([run(zero_out(model, a.groups, keep), feed)["y"]], [run(proto, feed)["y"]]) \
         <= verify.TOLERANCE
     assert analyze(graph.from_proto(proto, "cut")).params == a.predict_cost(keep)[0]  # a bias made when none was
+
+
+def test_a_constant_is_computed_as_the_models_opset_defines_the_op():
+    """Clip-6 takes its bounds as attributes: clip(0) = 0.5 here, as onnxruntime computes it."""
+    n = Net(opset=10, seed=8)
+    h = n.op("Clip", [n.conv(n.input(shape=("N", 3, 8, 8)), 3, 8, name="pre")], min=0.5, max=6.0)
+    n.op("Conv", [h, n.weight("post.weight", (4, 8, 1, 1))], outputs=["y"], name="post", kernel_shape=[1, 1])
+    a = analyze_checked(n.model("y", opset=10))  # checks the computed constant against onnxruntime's
+    g = group_of(a, "pre.weight", 0)
+    assert g.prunable and g.folds
+    assert verify.certify(a, subsets=2).passed

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import numpy_helper
 
-from ..graph import producers
+from ..graph import default_opset, producers
 from ..ops import numel, operand, spec_of
 
 
@@ -88,13 +88,13 @@ def channel_constants(model, producer, constants, const):
     """tensor -> its per-channel values (size 1 on every axis but the channel's) for the group's
     constant tensors; const(name) gives an initializer's values with the group zeroed, and every
     other input of those nodes is a zero channel of the group."""
-    values = {}
+    values, opset = {}, default_opset(model.proto)
     for tensor, axis in constants:
         node = producer[tensor][1]
         shape = _per_channel(model.shapes[tensor], axis)
         inputs = [_input_value(model, t, values, const, axis - len(shape) + len(model.shapes[t] or ()))
                   if t else None for t in node.input]
-        values[tensor] = spec_of(node).constant.value(node, inputs, shape)
+        values[tensor] = spec_of(node).constant.value(node, inputs, shape, opset)
     return values
 
 

@@ -4,8 +4,9 @@ A zeroed group's channel after Add(t), Sigmoid or HardSwish·s + t (Paddle's lea
 the constant f(0), the same at every position. It stays removable where a consumer can fold it into its
 bias (ops.fold). `keeps(node, axis, view)`: output 0 is constant along every axis but `axis` when
 view.constant(tensor, axis) says so of the inputs (axis < 0: the input lacks it, so it must be
-constant everywhere); view.in_group(tensor, axis): that axis carries the group's channels. `value(node, inputs, shape)`: that output from the inputs' per-channel values
-(arrays with size 1 on every axis but the channel's), `shape` the output's per-channel shape.
+constant everywhere); view.in_group(tensor, axis): that axis carries the group's channels.
+`value(node, inputs, shape, opset)`: that output from the inputs' per-channel values (arrays with
+size 1 on every axis but the channel's), `shape` the output's per-channel shape.
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -28,20 +29,20 @@ def _elementwise_keeps(node, axis, view):
         view.rank(t) is not None and view.constant(t, axis - (rank - view.rank(t))) for t in node.input if t)
 
 
-def _evaluated(node, inputs, shape):
-    """The op itself on the per-channel values (onnx's reference implementation: numpy, no crash)."""
+def _evaluated(node, inputs, shape, opset):
+    """The op itself on the per-channel values (onnx's reference implementation: numpy, no crash), as
+    the model's opset defines it (Clip-6 reads its bounds from attributes, Clip-11 from inputs)."""
     from onnx.reference import ReferenceEvaluator
 
     names = [f"in{k}" if t else "" for k, t in enumerate(node.input)]
-    copy = _renamed(node, names)
-    feeds = {name: value for name, value in zip(names, inputs) if name}
+    feeds = {name: np.asarray(value) for name, value in zip(names, inputs) if name}
     with np.errstate(all="ignore"):
-        out = ReferenceEvaluator(copy).run(None, feeds)[0]
+        out = ReferenceEvaluator(_one_node_model(node, names, feeds, opset)).run(None, feeds)[0]
     return np.broadcast_to(np.asarray(out), shape).astype(np.float32)
 
 
-def _renamed(node, names):
-    from onnx import NodeProto
+def _one_node_model(node, names, feeds, opset):
+    from onnx import NodeProto, helper
 
     copy = NodeProto()
     copy.CopyFrom(node)
@@ -49,7 +50,10 @@ def _renamed(node, names):
     copy.input.extend(names)
     del copy.output[:]
     copy.output.append("out")
-    return copy
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), None)
+              for name, value in feeds.items()]
+    graph = helper.make_graph([copy], "constant", inputs, [helper.make_tensor_value_info("out", 0, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _pool_keeps(node, axis, view):
@@ -60,7 +64,7 @@ def _pool_keeps(node, axis, view):
     return axis == 1 and view.constant(node.input[0], 1)
 
 
-def _same_value(node, inputs, shape):
+def _same_value(node, inputs, shape, opset):
     """The input's per-channel values, in the output's layout (pooled, or unit axes added or dropped)."""
     return np.asarray(inputs[0], np.float32).reshape(shape)
 
