@@ -3,7 +3,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ..ops import ADD, MUL, spec_of
-from .constant import channel_constants, constant_dims, fold_or_reason, zeroed_values
+from .constant import constant_dims, fold_or_reason, needed_constants, unfoldable_values
 from .context import SENTINEL, NodeContext, Record
 from .dims import DimSpace
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
@@ -187,39 +187,12 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space, g
                 return why
             group.folds.append(fold)
     if group.folds:
-        group.constants = _needed(constants, group.folds, producer)
-        why = _unfoldable_values(model, producer, group)
+        group.constants = needed_constants(constants, group.folds, producer)
+        why = unfoldable_values(model, producer, group)
         if why:
             return why
     if len(next(iter(slices)).index) < 2:  # last: such a group is exact, erasing may remove it whole
         return SINGLE_CHANNEL
-    return ""
-
-
-def _needed(constants, folds, producer):
-    """The constant tensors the folded ones are computed from, in node order."""
-    keys = dict(constants)
-    wanted, stack = set(), [f.tensor for f in folds]
-    while stack:
-        tensor = stack.pop()
-        if tensor in keys and tensor not in wanted:
-            wanted.add(tensor)
-            stack.extend(t for t in producer[tensor][1].input if t)
-    return [(t, a) for t, a in constants if t in wanted]
-
-
-def _unfoldable_values(model, producer, group):
-    """Why the constants, computed from the weights as they are with the group zeroed, cannot be folded
-    (not finite: log(0)), or ''."""
-    const = zeroed_values(model, [(s.name, s.axis, s.index.ravel()) for s in group.producers])
-    try:
-        values = channel_constants(model, producer, group.constants, const)
-    except Exception as exc:  # an op the reference evaluator cannot run on per-channel values
-        return f"zeroed channels are a constant that cannot be computed ({type(exc).__name__}: {exc})"[:200]
-    for fold in group.folds:
-        dim = next(d for d in group.dims if (d.tensor, d.axis) == (fold.tensor, fold.axis))
-        if not np.all(np.isfinite(np.take(values[fold.tensor].ravel(), dim.index.ravel()))):
-            return f"zeroed channels are a constant that is not finite where '{fold.consumer}' consumes them"
     return ""
 
 

@@ -84,6 +84,33 @@ def fold_or_reason(model, label, node, inside_keys, constants):
     return None, f"channels are not exactly zero where {label} consumes them"
 
 
+def needed_constants(constants, folds, producer):
+    """The constant tensors the folded ones are computed from, in node order."""
+    keys = dict(constants)
+    wanted, stack = set(), [f.tensor for f in folds]
+    while stack:
+        tensor = stack.pop()
+        if tensor in keys and tensor not in wanted:
+            wanted.add(tensor)
+            stack.extend(t for t in producer[tensor][1].input if t)
+    return [(t, a) for t, a in constants if t in wanted]
+
+
+def unfoldable_values(model, producer, group):
+    """Why the constants, computed from the weights as they are with the group zeroed, cannot be folded
+    (not finite: log(0)), or ''."""
+    const = zeroed_values(model, [(s.name, s.axis, s.index.ravel()) for s in group.producers])
+    try:
+        values = channel_constants(model, producer, group.constants, const)
+    except Exception as exc:  # an op the reference evaluator cannot run on per-channel values
+        return f"zeroed channels are a constant that cannot be computed ({type(exc).__name__}: {exc})"[:200]
+    for fold in group.folds:
+        dim = next(d for d in group.dims if (d.tensor, d.axis) == (fold.tensor, fold.axis))
+        if not np.all(np.isfinite(np.take(values[fold.tensor].ravel(), dim.index.ravel()))):
+            return f"zeroed channels are a constant that is not finite where '{fold.consumer}' consumes them"
+    return ""
+
+
 def channel_constants(model, producer, constants, const):
     """tensor -> its per-channel values (size 1 on every axis but the channel's) for the group's
     constant tensors; const(name) gives an initializer's values with the group zeroed, and every
