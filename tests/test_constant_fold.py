@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from onnxoto import graph, verify
-from onnxoto.groups import analyze, keep_all
+from onnxoto.groups import analyze, channel_constants, keep_all, zeroed_values
 from onnxoto.prune import PruneOptions, prune
 from onnxoto.surgery import cut, zero_out
 from onnxoto.verify.certify import relative_difference
@@ -214,3 +214,57 @@ def test_a_constant_is_computed_as_the_models_opset_defines_the_op():
     g = group_of(a, "pre.weight", 0)
     assert g.prunable and g.folds
     assert verify.certify(a, subsets=2).passed
+
+
+@pytest.mark.parametrize("op, keepdims", [("ReduceMean", 1), ("ReduceMean", 0), ("ReduceMax", 1), ("ReduceMin", 0)])
+def test_a_constant_passes_a_spatial_mean_max_or_min_into_a_matmul(op, keepdims):
+    """x.mean((2, 3)) as PyTorch exports it (ReduceMean), before a linear layer."""
+    n = Net(opset=13, seed=9)
+    h = n.op(op, [conv_bn_act(n, n.input(shape=("N", 3, 8, 8)), 3, 8, "pre", k=3)], axes=[2, 3], keepdims=keepdims)
+    if keepdims:
+        h = n.op("Flatten", [h])
+    n.op("MatMul", [h, n.weight("fc.weight", (8, 4))], outputs=["y"], name="fc")
+    a = analyze_checked(n.model("y"))
+    g = group_of(a, "pre.weight", 0)
+    assert g.prunable and [f.consumer for f in g.folds] == ["y"], g.reason
+    assert verify.certify(a, subsets=2).passed
+
+
+def test_a_mean_over_the_channels_is_no_constant_per_channel():
+    n = Net(opset=13, seed=9)
+    h = conv_bn_act(n, n.input(shape=("N", 3, 8, 8)), 3, 8, "pre", k=3)
+    h = n.op("Mul", [h, n.op("ReduceMean", [h], axes=[1], keepdims=1)])
+    n.op("Conv", [h, n.weight("post.weight", (4, 8, 1, 1))], outputs=["y"], name="post", kernel_shape=[1, 1])
+    g = group_of(analyze_checked(n.model("y")), "pre.weight", 0)
+    assert not g.prunable
+
+
+def test_the_brief_block_into_a_1x1_conv_certifies():
+    """Conv -> BN -> Relu -> Mul(s) -> Add(t) -> 1x1 Conv: zeroed, the channel is t, folded into the bias."""
+    n = Net(seed=10)
+    h = conv_bn_act(n, n.input(shape=("N", 3, 8, 8)), 3, 8, "pre", k=3, bias=True)
+    n.op("Conv", [h, n.weight("post.weight", (4, 8, 1, 1))], outputs=["y"], name="post", kernel_shape=[1, 1])
+    a = analyze_checked(n.model("y"))
+    g = group_of(a, "pre.weight", 0)
+    assert g.prunable and [f.consumer for f in g.folds] == ["y"]
+    const = zeroed_values(a.model, [(s.name, s.axis, s.index.ravel()) for s in g.producers])
+    producer = {out: (k, node) for k, node in enumerate(a.model.graph.node) for out in node.output}
+    fold = g.folds[0]
+    assert np.allclose(channel_constants(a.model, producer, g.constants, const)[fold.tensor], SHIFT)  # s·relu(0) + t
+    cert = verify.certify(a, subsets=3)
+    assert cert.passed and cert.groups_verified == 1
+
+
+def test_the_optimizer_zeroes_what_the_cut_assumes_zero():
+    """HESSO drives a group's producer slices to zero (conv rows and bias, BN scale and shift, the depthwise
+    conv's weights): exactly what zero_out zeroes for the certificate and the fold's constant is computed from."""
+    from onnxoto.prune.zigs import optimizer_groups
+
+    a = analyze(graph.from_proto(lcnet_like(), "lcnet"))
+    params = [t.name for t in a.model.graph.initializer]
+    by_id = {z.id: z for z in optimizer_groups(a, params, round_to=1)}
+    for g in a.prunable:
+        assert sorted((s.param, s.axis) for s in by_id[g.id].slices) == sorted((s.name, s.axis) for s in g.producers)
+    stem = {s.name for s in group_of(a, "stem.weight", 0).producers}
+    assert {"stem.bn.scale", "stem.bn.bias", "dw.weight", "dw.bn.scale", "dw.bn.bias"} <= stem
+    assert not stem & {"stem.s", "stem.t", "dw.s", "dw.t"}  # the block's scalars train on; the cut reads them then

@@ -38,6 +38,9 @@ class _View:
         shape = self.shape(tensor)
         return None if shape is None else len(shape)
 
+    def const(self, tensor):
+        return numpy_helper.to_array(self.model.initializers[tensor]) if tensor in self.model.initializers else None
+
     def in_group(self, tensor, axis):
         return (tensor, axis) in self.keys
 

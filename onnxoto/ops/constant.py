@@ -4,7 +4,8 @@ A zeroed group's channel after Add(t), Sigmoid or HardSwish·s + t (Paddle's lea
 the constant f(0), the same at every position. It stays removable where a consumer can fold it into its
 bias (ops.fold). `keeps(node, axis, view)`: output 0 is constant along every axis but `axis` when
 view.constant(tensor, axis) says so of the inputs (axis < 0: the input lacks it, so it must be
-constant everywhere); view.in_group(tensor, axis): that axis carries the group's channels.
+constant everywhere); view.in_group(tensor, axis): that axis carries the group's channels;
+view.const(tensor): an initializer's values, else None.
 `value(node, inputs, shape, opset)`: that output from the inputs' per-channel values (arrays with
 size 1 on every axis but the channel's), `shape` the output's per-channel shape.
 """
@@ -92,7 +93,22 @@ def _concat_keeps(node, axis, view):
     return bool(inputs) and all(view.constant(t, axis) for t in inputs)
 
 
+def _mean_keeps(node, axis, view):
+    """The mean, max or min over other axes of a constant channel is that constant."""
+    src, dst = view.shape(node.input[0]), view.shape(node.output[0])
+    if src is None or dst is None:
+        return False
+    axes = view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attribute(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        return False  # axes computed at run time
+    axes = range(len(src)) if axes is None or len(np.ravel(axes)) == 0 else [int(a) % len(src) for a in np.ravel(axes)]
+    kept = [a for a in range(len(src)) if a not in axes]
+    in_axis = axis if attribute(node, "keepdims", 1) else (kept[axis] if axis < len(kept) else None)
+    return in_axis is not None and in_axis not in axes and view.constant(node.input[0], in_axis)
+
+
 ELEMENTWISE = KeepsConstant(_elementwise_keeps, _evaluated)
+AVERAGED = KeepsConstant(_mean_keeps, _same_value)
 JOINED = KeepsConstant(_concat_keeps, _evaluated)
 POOLED = KeepsConstant(_pool_keeps, _same_value)
 UNIT_AXES = KeepsConstant(_unit_axes_keeps, _same_value)
