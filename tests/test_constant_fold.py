@@ -36,7 +36,7 @@ def hard_swish_as_ops(n, h):
     return n.op("Div", [n.op("Mul", [h, gate]), n.const(n._name("six"), np.float32(6.0))])
 
 
-def lcnet_like(head="gemm", hw=8):
+def lcnet_like(head="gemm", hw=8, last_bias=True):
     """stem (3x3) -> affine -> depthwise 3x3 (padded) -> affine -> pointwise 1x1 -> HardSwish as ops -> affine
     -> 1x1 -> GlobalAveragePool -> Flatten -> Gemm (or MatMul)."""
     n = Net(seed=3)
@@ -44,7 +44,7 @@ def lcnet_like(head="gemm", hw=8):
     h = conv_bn_act(n, h, 8, 8, "dw", k=3, group=8)
     h = n.conv(h, 8, 12, k=1, name="pw", pads=[0, 0, 0, 0])
     h = affine(n, hard_swish_as_ops(n, h), "pw")
-    h = conv_bn_act(n, h, 12, 10, "last", k=1, act="HardSwish", bias=True)
+    h = conv_bn_act(n, h, 12, 10, "last", k=1, act="HardSwish", bias=last_bias)
     h = n.op("Flatten", [n.op("GlobalAveragePool", [h])])
     if head == "gemm":
         n.op("Gemm", [h, n.weight("fc.weight", (5, 10)), n.weight("fc.bias", (5,))], outputs=["y"], name="fc",
@@ -150,9 +150,10 @@ def test_without_the_fold_the_certificate_fails(monkeypatch):
     assert {f.group for f in cert.failures} == {g.id for g in a.prunable if g.folds}
 
 
-def test_cutting_every_group_at_once_equals_the_zeroed_model():
-    """Folds into consumers whose own output channels are cut as well (a bias made, then sliced)."""
-    model = graph.from_proto(lcnet_like(head="matmul"), "lcnet")
+@pytest.mark.parametrize("last_bias", [True, False])
+def test_cutting_every_group_at_once_equals_the_zeroed_model(last_bias):
+    """Folds into consumers whose own output channels are cut as well (their bias sliced; or made, then sliced)."""
+    model = graph.from_proto(lcnet_like(head="matmul", last_bias=last_bias), "lcnet")
     a = analyze(model)
     rng = np.random.default_rng(1)
     keep = keep_all(a.groups)
@@ -162,8 +163,10 @@ def test_cutting_every_group_at_once_equals_the_zeroed_model():
     feed = {"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
     zeroed, pruned = run(zero_out(model, a.groups, keep), feed), run(cut(model, a.groups, keep), feed)
     assert relative_difference([zeroed["y"]], [pruned["y"]]) <= verify.TOLERANCE
-    made = [n for n in cut(model, a.groups, keep).graph.node if n.op_type == "Add" and "fold" in n.name]
+    proto = cut(model, a.groups, keep)
+    made = [n for n in proto.graph.node if n.op_type == "Add" and "fold" in n.name]
     assert len(made) == 1  # the MatMul head has no bias input: an Add after it holds the fold
+    assert analyze(graph.from_proto(proto, "cut")).params == a.predict_cost(keep)[0]
 
 
 def test_prune_end_to_end_cuts_folded_groups_and_certifies(tmp_path):
