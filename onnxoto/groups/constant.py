@@ -164,7 +164,6 @@ def zeroed_values(model, slices):
     return const
 
 
-
 def made_by_folds(model, groups, keep, shapes):
     """(params, flops) a cut adds to hold folded constants: the biases made for consumers without one
     (sizes at `shapes`), and the Add after a MatMul (one operation per output element)."""

@@ -21,6 +21,8 @@ def fold_constants(graph, model, groups, keep, removed):
     for g, gone in cut:
         values = channel_constants(model, producer, g.constants, const)
         for fold in g.folds:
+            if fold.consumer not in nodes:
+                continue  # the consumer was in a branch erased with the cut
             dim = next(d for d in g.dims if (d.tensor, d.axis) == (fold.tensor, fold.axis))
             positions = dim.index[gone].ravel()
             channels = np.zeros(model.shapes[fold.tensor][fold.axis])
