@@ -174,7 +174,7 @@ def consumed_places(model):
     from onnxoto.groups.build import couple
 
     space, record = couple(model)
-    return [(label, [space.keys[d] for d in dims]) for label, dims in record.contracts]
+    return [(label, [space.keys[d] for d in dims]) for label, dims, _ in record.contracts]
 
 
 def check_group(analysis, group, subset, feed=None, places=None):
@@ -186,14 +186,20 @@ def check_group(analysis, group, subset, feed=None, places=None):
     values = run(zeroed, feed, expose=True)
     values.update({t.name: numpy_helper.to_array(t) for t in zeroed.graph.initializer})
     where = {(d.tensor, d.axis): d.index[subset].ravel() for d in group.dims}
+    folded = {(f.tensor, f.axis) for f in group.folds}
     for label, tensors in places:
         inside = [(t, a) for t, a in tensors if (t, a) in where]
         if not inside:
             continue
+        if any(key in folded for key in inside):
+            check_constant_channels(analysis, group, subset, values, next(k for k in inside if k in folded))
+            continue
         zero_somewhere = any(np.all(np.take(values[t], where[(t, a)], axis=a) == 0) for t, a in inside if t in values)
         assert zero_somewhere, (f"group {group.id} ZIGs {list(subset)}: {label} consumes non-zero channels "
                                 f"in {inside}")
-    consumers = [s for s in group.slices if s.role == "consumer"]
+    # a consumer that folds the constant into its bias reads it: the certificate checks those (verify)
+    folding = {i for f in group.folds for n in model.graph.node if f.consumer in n.output for i in n.input}
+    consumers = [s for s in group.slices if s.role == "consumer" and s.name not in folding]
     if consumers:
         both = zero_slices(zeroed, consumers, subset)
         base = run(zeroed, feed)
@@ -203,6 +209,25 @@ def check_group(analysis, group, subset, feed=None, places=None):
             diff = float(np.max(np.abs(ref - after[name]))) if ref.size else 0.0
             assert diff <= 1e-5 * scale, (f"group {group.id} ZIGs {list(subset)}: zeroing its consumer slices "
                                           f"changes output {name} by {diff:g} (scale {scale:g})")
+
+
+def check_constant_channels(analysis, group, subset, values, key):
+    """Where the group's channels are folded into a bias (Group.folds), each zeroed channel is one value at
+    every position, the one the analysis computes (groups.channel_constants)."""
+    from onnxoto.graph import producers
+    from onnxoto.groups import channel_constants, zeroed_values
+
+    tensor, axis = key
+    positions = next(d for d in group.dims if (d.tensor, d.axis) == key).index[subset].ravel()
+    seen = np.moveaxis(np.take(values[tensor], positions, axis=axis), axis, 0).reshape(len(positions), -1)
+    model = analysis.model
+    const = zeroed_values(model, [(s.name, s.axis, s.index[subset].ravel()) for s in group.producers])
+    producer = {out: (k, node) for k, node in enumerate(model.graph.node) for out in node.output}
+    computed = channel_constants(model, producer, group.constants, const)[tensor].ravel()[positions]
+    assert producers(model.graph)[tensor] is not None
+    np.testing.assert_allclose(seen, np.broadcast_to(computed[:, None], seen.shape), rtol=1e-5, atol=1e-6,
+                               err_msg=f"group {group.id}: channels of {tensor} folded at a bias are not the "
+                                       "constant the analysis computes")
 
 
 def check_zero_invariance(analysis, trials=2, seed=0):
@@ -247,14 +272,16 @@ def analyze_checked(proto, name="test", run_check=True):
     return analysis
 
 
-def between_convs(make_middle, c=8, c_out=None, opset=17, hw=8):
+def between_convs(make_middle, c=8, c_out=None, opset=17, hw=8, post_k=1):
     """x -> conv 'pre' (3 -> c) -> make_middle(net, h) -> conv 'post' (c_out -> 4) -> y; returns the ModelProto.
 
-    make_middle returns the tensor fed to 'post'; c_out is its channel count (default c).
+    make_middle returns the tensor fed to 'post'; c_out is its channel count (default c). post_k: the
+    kernel of 'post' (padded by post_k // 2, so that k > 1 reads padding).
     """
     n = Net(opset=opset)
     h = n.conv(n.input(shape=("N", 3, hw, hw)), 3, c, name="pre")
     h = make_middle(n, h)
-    w = n.weight("post.weight", (4, c_out or c, 1, 1))
-    n.op("Conv", [h, w, n.weight("post.bias", (4,), scale=0.1)], outputs=["y"], name="post", kernel_shape=[1, 1])
+    w = n.weight("post.weight", (4, c_out or c, post_k, post_k))
+    n.op("Conv", [h, w, n.weight("post.bias", (4,), scale=0.1)], outputs=["y"], name="post",
+         kernel_shape=[post_k, post_k], pads=[post_k // 2] * 4)
     return n.model("y")

@@ -4,13 +4,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .build import build_groups
+from .constant import Fold, channel_constants, made_by_folds, zeroed_values
 from .cost import model_cost
 from .erase import ErasableUnit, find_erasable
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
 from .masks import keep_all, reduced_shapes, removed_positions
 
 __all__ = ["Analysis", "analyze", "Group", "ParamSlice", "DimSlice", "PRODUCER", "CONSUMER", "FOLLOWER",
-           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost", "ErasableUnit"]
+           "removed_positions", "reduced_shapes", "keep_all", "prunable_params", "model_cost", "ErasableUnit",
+           "Fold", "channel_constants", "zeroed_values"]
 
 
 @dataclass
@@ -32,7 +34,9 @@ class Analysis:
     def predict_cost(self, keep):
         """(params, flops) of the model cut by `keep` (group id -> bool per ZIG)."""
         shapes = reduced_shapes(self.model.shapes, removed_positions(self.groups, keep))
-        return model_cost(self.model, shapes)
+        params, flops = model_cost(self.model, shapes)
+        made_params, made_flops = made_by_folds(self.model, self.groups, keep, shapes)
+        return params + made_params, flops + made_flops
 
 
 def analyze(model, allow_io_change=False):

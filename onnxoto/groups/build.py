@@ -3,6 +3,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ..ops import ADD, MUL, spec_of
+from .constant import constant_dims, fold_or_reason, needed_constants, unfoldable_values
 from .context import SENTINEL, NodeContext, Record
 from .dims import DimSpace
 from .group import CONSUMER, FOLLOWER, PRODUCER, DimSlice, Group, ParamSlice
@@ -76,6 +77,7 @@ def build_groups(model, allow_io_change=False):
     comps = space.solve()
     members = comps.members()
     groups = []
+    producer = {out: (k, node) for k, node in enumerate(model.graph.node) for out in node.output if out}
     for signature, zigs, index_of_class in _components_by_signature(comps, members):
         dims = [DimSlice(*space.keys[d], index_of_class[c]) for c in signature for d in members[c]]
         params = [d for c in signature for d in members[c] if model.is_param(space.keys[d][0])]
@@ -84,8 +86,10 @@ def build_groups(model, allow_io_change=False):
         slices = [ParamSlice(*space.keys[d], index_of_class[comps.class_of(d)], record.roles.get(d, PRODUCER))
                   for d in params]
         group = Group(id="", num_zigs=len(zigs), dims=dims, slices=slices)
-        group.reason = _why_not_prunable(comps, record, set(signature), members, slices, model, space)
+        group.reason = _why_not_prunable(comps, record, set(signature), members, slices, model, space, group, producer)
         group.prunable = not group.reason
+        if group.reason and group.reason != SINGLE_CHANNEL:
+            group.folds, group.constants = [], []
         if group.prunable:
             group.io = sorted({space.keys[d][0] for c in signature for d in members[c]
                                if d in record.io_inputs or d in record.io_outputs})
@@ -146,8 +150,10 @@ def _runs(values):
         yield int(values[s]), int(s), int(e)
 
 
-def _why_not_prunable(comps, record, signature, members, slices, model, space):
-    """The first reason zeroing the producers would not make the channels removable exactly, or ''."""
+def _why_not_prunable(comps, record, signature, members, slices, model, space, group, producer):
+    """The first reason zeroing the producers would not make the channels removable exactly, or ''.
+    Channels that are a constant where a consumer folds it into its bias (groups.constant) are
+    removable: the folds go on the group (Group.folds, Group.constants)."""
     for c in sorted(signature):
         if c in comps.pinned_classes:
             return comps.pinned_classes[c]
@@ -169,10 +175,22 @@ def _why_not_prunable(comps, record, signature, members, slices, model, space):
     for label, d in record.divisors:
         if d in in_group and zero[d]:
             return f"{label} divides by these channels, which become zero"
-    for label, dims in record.contracts:
+    constants = None
+    for label, dims, node in record.contracts:
         inside = [d for d in dims if d in in_group]
         if inside and not any(zero[d] for d in inside):
-            return f"channels are not exactly zero where {label} consumes them"
+            if constants is None:
+                constants = constant_dims(model, producer, [space.keys[d] for d in in_group if zero[d]],
+                                          [space.keys[d] for d in in_group if not zero[d]])
+            fold, why = fold_or_reason(model, label, node, [space.keys[d] for d in inside], set(constants))
+            if why:
+                return why
+            group.folds.append(fold)
+    if group.folds:
+        group.constants = needed_constants(constants, group.folds, producer)
+        why = unfoldable_values(model, producer, group)
+        if why:
+            return why
     if len(next(iter(slices)).index) < 2:  # last: such a group is exact, erasing may remove it whole
         return SINGLE_CHANNEL
     return ""

@@ -13,7 +13,8 @@ class Record:
     def __init__(self):
         self.sources = {}  # output dim -> [(input dim or SENTINEL, role)]
         self.order = {}  # output dim -> position in node order
-        self.contracts = []  # (node label, [dims]): indices summed over; each must be zero in one of the dims
+        self.contracts = []  # (node label, [dims], node): indices summed over; each must be zero in one of the dims
+        # (or a constant the node folds into its bias, groups.constant)
         self.roles = {}  # param dim -> "consumer" | "follower"
         self.divisors = []  # (node label, dim): values divided by, which must not become zero
         self.zeros = set()  # dims that are zero whatever the weights (a zero Pad's padded positions)
@@ -148,7 +149,7 @@ class NodeContext:
         """The node sums over these coupled indices: removing them is exact only if one operand is zero there."""
         dims = [d for d in dims if d is not None]
         if dims:
-            self.record.contracts.append((self.label, dims))
+            self.record.contracts.append((self.label, dims, self.node))
 
     def divides_by(self, d):
         if d is not None:

@@ -159,8 +159,9 @@ def _attach_segment(unit, join, k, graph, model, groups):
         zigs = rows.all(axis=1)
         if not rows.any():
             continue
-        if (rows.any(axis=1) & ~zigs).any() or not (g.prunable or g.reason == SINGLE_CHANNEL):
-            return False  # a ZIG straddles the segment's edge, or its channels are not exactly removable
+        if (rows.any(axis=1) & ~zigs).any() or not (g.prunable or g.reason == SINGLE_CHANNEL) or g.folds:
+            return False  # a ZIG straddles the segment's edge, or its channels are not exactly removable (or
+            # only with a fold into a bias, which erasing does not make)
         covered.append(dim.index[zigs].ravel())
         for s in g.producers:
             if s.name not in inside:

@@ -44,6 +44,9 @@ class Group:
     flops_per_zig: float = 0.0
     params_per_zig: float = 0.0
     io: list = field(default_factory=list)  # graph inputs/outputs a cut changes (allow_io_change: a KV cache)
+    # zeroed, the channels are a constant at these consumers, which fold it into their bias (groups.constant.Fold)
+    folds: list = field(default_factory=list)
+    constants: list = field(default_factory=list)  # (tensor, axis) of the constant channels they read, node order
 
     @property
     def producers(self):

@@ -28,6 +28,9 @@ class OpSpec:
     no_gradient: why onnxruntime-training (CPU 1.19.2) needs another form of it in the training
         graph; train.forms holds that form.
     special: a stage that switches on this op type itself, and why.
+    constant: whether a zeroed channel made a per-channel constant stays one through the op, and its
+        value there (ops.constant.KeepsConstant); None: it does not.
+    fold: how a consumer takes a constant input channel into its bias (ops.fold.Folds); None: it cannot.
     """
 
     couple: Callable | None = None
@@ -40,6 +43,8 @@ class OpSpec:
     shape_only: bool = False
     no_gradient: str = ""
     special: str = ""
+    constant: object = None
+    fold: object = None
 
     def but(self, **changes):
         """This spec with some facets changed (the table's entries share their common parts)."""

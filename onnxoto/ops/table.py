@@ -5,7 +5,7 @@ entry, or an entry without `couple`, is a barrier to pruning ("no rule for <op>"
 """
 from onnx import TensorProto
 
-from . import coupling as c, flops, rewrite, zero
+from . import constant, coupling as c, flops, fold, rewrite, zero
 from .spec import ALL, OpSpec, attribute
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -17,10 +17,12 @@ def _cast_inputs(node):
 
 
 # the common kinds of op; the table's entries are these, with their own facets added (`but`)
-KEEPS_ZERO = OpSpec(couple=c.zero_preserving, zero=zero.first)  # f(0) = 0 elementwise
-BREAKS_ZERO = OpSpec(couple=c.not_zero_preserving)  # f(0) != 0: a zero channel is a constant after it
-SUM_LIKE = OpSpec(couple=c.additive, zero=zero.every)
-POOL = OpSpec(couple=c.pool, zero=zero.first)
+# f(0) = 0 elementwise
+KEEPS_ZERO = OpSpec(couple=c.zero_preserving, zero=zero.first, constant=constant.ELEMENTWISE)
+# f(0) != 0: a zero channel is a constant after it
+BREAKS_ZERO = OpSpec(couple=c.not_zero_preserving, constant=constant.ELEMENTWISE)
+SUM_LIKE = OpSpec(couple=c.additive, zero=zero.every, constant=constant.ELEMENTWISE)
+POOL = OpSpec(couple=c.pool, zero=zero.first, constant=constant.POOLED)
 MOVES_DATA = OpSpec(zero=zero.first)  # the output is some of the input's values: zeros stay zeros
 NO_GRADIENT_OUT = OpSpec(non_differentiable=ALL)  # comparisons, indices, random: outputs carry no gradient
 SHAPE_ARITHMETIC = OpSpec(couple=c.no_coupling, non_differentiable=ALL)
@@ -60,12 +62,13 @@ SPECS = {
     "Dropout": KEEPS_ZERO.but(pass_through=True, non_differentiable={1, 2},
                               special="graph.normalize keeps a Dropout whose mask output is read"),
     "Cast": KEEPS_ZERO.but(non_differentiable=_cast_inputs),
-    "PRelu": OpSpec(couple=c.prelu, zero=zero.first, no_gradient=NO_GRADIENT),
+    "PRelu": OpSpec(couple=c.prelu, zero=zero.first, constant=constant.ELEMENTWISE, no_gradient=NO_GRADIENT),
     # --- elementwise, zero-preserving on a condition (ops.conditions) ---
-    "Clip": OpSpec(couple=c.clip, zero=zero.clip, non_differentiable={1, 2}),
-    "Pow": OpSpec(couple=c.power, zero=zero.power, non_differentiable={1}),
-    "Max": OpSpec(couple=c.extremum, zero=zero.extremum),
-    "Min": OpSpec(couple=c.extremum, zero=zero.extremum),
+    "Clip": OpSpec(couple=c.clip, zero=zero.clip, non_differentiable={1, 2},
+                   constant=constant.ELEMENTWISE),
+    "Pow": OpSpec(couple=c.power, zero=zero.power, non_differentiable={1}, constant=constant.ELEMENTWISE),
+    "Max": OpSpec(couple=c.extremum, zero=zero.extremum, constant=constant.ELEMENTWISE),
+    "Min": OpSpec(couple=c.extremum, zero=zero.extremum, constant=constant.ELEMENTWISE),
     # --- elementwise, not zero-preserving ---
     "Sigmoid": BREAKS_ZERO.but(bounded=True),
     "HardSigmoid": BREAKS_ZERO.but(bounded=True, no_gradient=NO_GRADIENT),
@@ -83,17 +86,18 @@ SPECS = {
     "Sub": SUM_LIKE,
     "Sum": SUM_LIKE,
     "Mean": SUM_LIKE,
-    "Mul": OpSpec(couple=c.multiplicative, zero=zero.any_operand),
-    "Div": OpSpec(couple=c.divide, zero=zero.first),
-    "Where": OpSpec(couple=c.where, zero=zero.branches, non_differentiable={0}),
+    "Mul": OpSpec(couple=c.multiplicative, zero=zero.any_operand, constant=constant.ELEMENTWISE),
+    "Div": OpSpec(couple=c.divide, zero=zero.first, constant=constant.ELEMENTWISE),
+    "Where": OpSpec(couple=c.where, zero=zero.branches, non_differentiable={0},
+                    constant=constant.ELEMENTWISE),
     # --- linear layers ---
     "Conv": OpSpec(couple=c.conv, zero=zero.affine([0, 1], [2]), rewrite=rewrite.conv_group(weight_axis=1),
-                   flops=flops.conv),
+                   flops=flops.conv, fold=fold.CONV),
     "ConvTranspose": OpSpec(couple=c.conv_transpose, zero=zero.affine([0, 1], [2]),
                             rewrite=rewrite.conv_group(weight_axis=0), flops=flops.conv_transpose,
                             no_gradient="no CPU kernel for ConvTransposeGrad"),
-    "Gemm": OpSpec(couple=c.gemm, zero=zero.affine([0, 1], [2]), flops=flops.gemm),
-    "MatMul": OpSpec(couple=c.matmul, zero=zero.any_operand, flops=flops.matmul),
+    "Gemm": OpSpec(couple=c.gemm, zero=zero.affine([0, 1], [2]), flops=flops.gemm, fold=fold.GEMM),
+    "MatMul": OpSpec(couple=c.matmul, zero=zero.any_operand, flops=flops.matmul, fold=fold.MATMUL),
     "Gather": OpSpec(couple=c.gather, zero=zero.first, non_differentiable={1},
                      special="verify.inputs draws integer inputs below the row count of the table they index"),
     # --- normalization ---
@@ -113,17 +117,19 @@ SPECS = {
     "AveragePool": POOL.but(no_gradient="AveragePoolGrad dies of SIGFPE (DenseNet)"),
     "GlobalAveragePool": POOL,
     "GlobalMaxPool": POOL.but(no_gradient=NO_GRADIENT),
-    "LpPool": POOL,
-    "GlobalLpPool": POOL,
+    "LpPool": POOL.but(constant=None),  # (sum |c|^p)^(1/p) grows with the window
+    "GlobalLpPool": POOL.but(constant=None),
     "ReduceSum": OpSpec(couple=c.reduce_rule(sum_like=True), zero=zero.first, non_differentiable=AXES_INPUT),
     "ReduceL1": OpSpec(couple=c.reduce_rule(sum_like=True), zero=zero.first, non_differentiable=AXES_INPUT),
     "ReduceL2": OpSpec(couple=c.reduce_rule(sum_like=True), zero=zero.first, non_differentiable=AXES_INPUT),
     "ReduceSumSquare": OpSpec(couple=c.reduce_rule(sum_like=True), zero=zero.first,
                               non_differentiable=AXES_INPUT),
-    "ReduceMean": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT),
+    "ReduceMean": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT,
+                        constant=constant.AVERAGED),
     "ReduceMax": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT,
-                        no_gradient=NO_GRADIENT),
-    "ReduceMin": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT),
+                        constant=constant.AVERAGED, no_gradient=NO_GRADIENT),
+    "ReduceMin": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT,
+                        constant=constant.AVERAGED),
     "ReduceProd": OpSpec(couple=c.reduce_rule(sum_like=False), zero=zero.first, non_differentiable=AXES_INPUT),
     # log-sum-exp of zeros is log n, log-sum of zeros is -inf: not zero
     "ReduceLogSumExp": OpSpec(couple=c.reduce_rule(sum_like=False, keeps_zero=False),
@@ -131,18 +137,19 @@ SPECS = {
     "ReduceLogSum": OpSpec(couple=c.reduce_rule(sum_like=False, keeps_zero=False), non_differentiable=AXES_INPUT),
     # --- data movement ---
     "Transpose": MOVES_DATA.but(couple=c.transpose),
-    "Concat": MOVES_DATA.but(couple=c.concat, zero=zero.every,
+    "Concat": MOVES_DATA.but(couple=c.concat, zero=zero.every, constant=constant.JOINED,
                              special="groups.erase and surgery: a Concat joining branches can lose a segment"),
     "Split": MOVES_DATA.but(couple=c.split, rewrite=rewrite.split_sizes, non_differentiable={1}),
     "Slice": MOVES_DATA.but(couple=c.slice_rule, rewrite=rewrite.slice_bounds, non_differentiable={1, 2, 3, 4},
                             no_gradient="negative steps fail at run time"),
     "Pad": OpSpec(couple=c.pad, zero=zero.pad, rewrite=rewrite.pad_pads, non_differentiable={1, 2, 3},
                   no_gradient="only mode=constant trains"),
-    "Reshape": MOVES_DATA.but(couple=c.reshape, rewrite=rewrite.reshape_target, non_differentiable={1},
+    "Reshape": MOVES_DATA.but(couple=c.reshape, constant=constant.UNIT_AXES, rewrite=rewrite.reshape_target,
+                              non_differentiable={1},
                               special="graph.normalize names the size inference left symbolic (a -1)"),
-    "Flatten": MOVES_DATA.but(couple=c.squeeze_like),
-    "Squeeze": MOVES_DATA.but(couple=c.squeeze_like, non_differentiable={1}),
-    "Unsqueeze": MOVES_DATA.but(couple=c.squeeze_like, non_differentiable={1}),
+    "Flatten": MOVES_DATA.but(couple=c.squeeze_like, constant=constant.UNIT_AXES),
+    "Squeeze": MOVES_DATA.but(couple=c.squeeze_like, constant=constant.UNIT_AXES, non_differentiable={1}),
+    "Unsqueeze": MOVES_DATA.but(couple=c.squeeze_like, constant=constant.UNIT_AXES, non_differentiable={1}),
     "Resize": MOVES_DATA.but(couple=c.keep_channels, rewrite=rewrite.resize_sizes, non_differentiable={1, 2, 3},
                              no_gradient="no CPU kernel for ResizeGrad"),
     "Upsample": MOVES_DATA.but(couple=c.keep_channels, non_differentiable={1}),

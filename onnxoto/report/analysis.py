@@ -12,7 +12,8 @@ def analysis_json(analysis):
         "groups": [{"id": g.id, "layer": g.layer, "channels": g.num_zigs, "prunable": g.prunable, "reason": g.reason,
                     "params": int(g.params), "flops": int(g.flops), "params_per_zig": g.params_per_zig,
                     "flops_per_zig": g.flops_per_zig, "initializers": g.initializers,
-                    "zig_width": {s.name: int(s.index.shape[1]) for s in g.slices}, "changes_io": g.io}
+                    "zig_width": {s.name: int(s.index.shape[1]) for s in g.slices}, "changes_io": g.io,
+                    "folded_into": [f.label for f in g.folds] if g.prunable else []}
                    for g in analysis.groups],
         "erasable": [{"id": u.id, "kind": u.kind, "join": u.join, "nodes": u.nodes, "params": u.param_count,
                       "flops": u.flops}
@@ -26,6 +27,8 @@ def analysis_text(analysis):
         status = "prunable" if g.prunable else f"no: {g.reason}"
         if g.prunable and g.io:
             status += f" (changes {', '.join(g.io)})"
+        if g.prunable and g.folds:  # zeroed, the channels are a constant: cut, it joins these biases
+            status += f" (a constant, folded into the bias of {', '.join(f.label for f in g.folds)})"
         rows.append([g.id, g.layer, g.num_zigs, share(g.params, analysis.params),
                      share(g.flops, analysis.flops) if g.prunable else "-", status])
     table = format_table(["group", "layer", "channels", "params", "flops", "prunable"], rows)

@@ -8,6 +8,7 @@ from ..graph import check_model, drop_unused_initializers, infer_shapes, node_re
 from ..groups import reduced_shapes, removed_positions
 from ..ops import spec_of
 from .erase import remove_units
+from .fold import fold_constants
 
 
 class ConstantEditor:
@@ -106,6 +107,7 @@ def cut(model, groups, keep, erased=()):
     remove_units(graph, erased)
     drop_dead_nodes(graph)  # what only the erased branches read (their shape arithmetic) goes first
     _check_nothing_empty(graph, removed, new_shapes)
+    fold_constants(graph, model, groups, keep, removed)  # reads the weights before they are sliced
     _slice_initializers(graph, removed)
     edit = ConstantEditor(graph, removed, model.shapes)
     for node in list(graph.node):
