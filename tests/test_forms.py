@@ -54,6 +54,10 @@ CASES = {
     # Smaller pre-activations: fewer values near the kinks at +-3, where differences jump.
     "hard_swish": (upstream_model([node("HardSwish")], scale=0.1), "HardSwish"),
     "global_max_pool": (upstream_model([node("GlobalMaxPool")]), "GlobalMaxPool"),
+    # Caffe2's joins and means: the conv's output with a function of it
+    "sum": (upstream_model([helper.make_node("Sigmoid", ["c"], ["r"]), node("Sum", ["c", "r", "c"])]), "Sum"),
+    "mean": (upstream_model([helper.make_node("Sigmoid", ["c"], ["r"]), node("Mean", ["c", "r"])]), "Mean"),
+    **{f"lrn_size{n}": (upstream_model([node("LRN", size=n, alpha=0.5, beta=0.75, bias=2.0)]), "LRN") for n in (3, 5)},
     # a slope per channel (trained too), and one shared
     "prelu_channels": (upstream_model([node("PRelu", ["c", "slope"])], extra={"slope": np.linspace(
         -0.5, 0.5, C, dtype=np.float32).reshape(C, 1, 1)}), "PRelu"),

@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
@@ -310,6 +311,7 @@ def _fold_around_weights(model, name):
 
 
 def _folded(model, flatten):
+    G_LOGGER.severity = G_LOGGER.ERROR  # its warnings (large folded tensors, no `colored`) are not the user's
     graph = gs.import_onnx(model)
     graph.toposort()
     graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=flatten)

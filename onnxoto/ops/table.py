@@ -84,8 +84,8 @@ SPECS = {
     # --- elementwise, several operands ---
     "Add": SUM_LIKE.but(special="groups.erase: an Add joining two branches can bypass one"),
     "Sub": SUM_LIKE,
-    "Sum": SUM_LIKE,
-    "Mean": SUM_LIKE,
+    "Sum": SUM_LIKE.but(no_gradient=NO_GRADIENT),
+    "Mean": SUM_LIKE.but(no_gradient=NO_GRADIENT),
     "Mul": OpSpec(couple=c.multiplicative, zero=zero.any_operand, constant=constant.ELEMENTWISE),
     "Div": OpSpec(couple=c.divide, zero=zero.first, constant=constant.ELEMENTWISE),
     "Where": OpSpec(couple=c.where, zero=zero.branches, non_differentiable={0},
@@ -109,7 +109,7 @@ SPECS = {
     # onnxruntime's fused RMSNorm (default domain, no ONNX schema: its shapes come from the file's value_info)
     "SimplifiedLayerNormalization": OpSpec(couple=c.layer_norm, zero=zero.affine([0, 1], [])),
     "GroupNormalization": OpSpec(couple=c.group_norm, zero=zero.affine([1], [2])),
-    "LRN": OpSpec(couple=c.group_norm, zero=zero.first),
+    "LRN": OpSpec(couple=c.group_norm, zero=zero.first, no_gradient=NO_GRADIENT),
     "Softmax": OpSpec(couple=c.softmax, bounded=True),
     "LogSoftmax": OpSpec(couple=c.softmax),
     # --- pooling and reductions ---

@@ -19,6 +19,7 @@ from .param_map import ConvTransposeLayout, ParamMap
 from .pooling import average_pool, global_max_pool, reduce_max
 from .recurrent import recurrent
 from .resize import resize
+from .sums import lrn, mean, sum_
 
 __all__ = ["REWRITES", "ConvTransposeLayout", "ParamMap", "to_trainable", "untrainable_operator"]
 
@@ -39,6 +40,9 @@ REWRITES = {
     "Slice": slice_,
     "Pad": pad,
     "AveragePool": average_pool,
+    "Sum": sum_,
+    "Mean": mean,
+    "LRN": lrn,
     "LSTM": recurrent,
     "GRU": recurrent,
 }
