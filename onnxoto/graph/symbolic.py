@@ -121,8 +121,8 @@ def unify_symbols(model_proto, skeleton):
     shapes = _shapes(model_proto.graph)
     if not any(isinstance(d, str) and d.startswith("unk__") for shape in shapes.values() if shape for d in shape):
         return False
-    inferred = _symbolic_inference(skeleton)
-    if inferred is None:  # an op the tool does not know: keep ONNX's shapes
+    inferred, complete = _symbolic_inference(skeleton)
+    if not complete:  # an op the tool does not follow: keep ONNX's shapes (a partial result may merge wrongly)
         return False
     found = _shapes(inferred.graph)
     changed = False
@@ -176,7 +176,7 @@ def output_row_axes(model_proto, skeleton, inputs):
     for value in skeleton.graph.output:
         value.type.tensor_type.ClearField("shape")
     del skeleton.graph.value_info[:]
-    inferred = _symbolic_inference(skeleton)
+    inferred, _ = _symbolic_inference(skeleton)  # as far as it gets: the rows are followed or not
     axes = {}
     for name, shape in _shapes(inferred.graph).items() if inferred is not None else ():
         if name in {o.name for o in model_proto.graph.output} and shape and ROWS in shape and shape.index(ROWS) != 0:
@@ -185,18 +185,19 @@ def output_row_axes(model_proto, skeleton, inputs):
 
 
 def _symbolic_inference(skeleton):
-    """onnxruntime's symbolic shape inference of `skeleton`, as far as it gets, or None if it fails. Its
-    `infer_shapes` writes `sym_shape_infer_temp.onnx` into the working directory when it does not get through
-    (and then raises); the steps it takes are run here instead, and what it inferred is kept."""
+    """(onnxruntime's symbolic shape inference of `skeleton` as far as it gets, whether it got through), or
+    (None, False) if it fails. Its `infer_shapes` writes `sym_shape_infer_temp.onnx` into the working
+    directory when it does not get through (and then raises): the steps it takes are run here instead."""
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
         if (get_opset(skeleton) or 0) < 7:
-            return None
+            return None, False
         inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
         inference._preprocess(skeleton)
+        complete = False
         while inference.run_:
-            inference._infer_impl()
+            complete = inference._infer_impl()
         inference._update_output_from_vi()
-        return inference.out_mp_
+        return inference.out_mp_, bool(complete)
     except Exception:  # an op it cannot follow, a version it does not know
-        return None
+        return None, False
