@@ -14,7 +14,6 @@ from .snapshot import restore_into, save_into
 # global: one ranking of raw saliencies (HESSO's), so a layer whose weights are small can be emptied first;
 # group: each ZIG's saliency relative to its group's mean, so every layer keeps its best channels (the
 # default: ahead on the demo, README)
-PRIOR_TIMINGS = 40  # earlier periods' timings that the budget search fits the table's scale to, with its own
 SCOPES = ("global", "group")
 DEFAULT_SALIENCY_SCOPE = "group"
 
@@ -51,7 +50,6 @@ class Hesso:
         self.target_latency, self.latency, self.latency_fn = target_latency, latency, latency_fn
         self._latency_scale = 1.0  # measured budget / the table's, learned period by period
         self._latency_measured = None  # the measured latency ratio of the last period's choice
-        self._latency_timed = []  # (table's prediction, measured ratio) of earlier periods' timings
         self.total_flops = total_flops or sum(g.flops_per_zig * g.num_zigs for g in self.groups if not g.erasable)
         # flops_fn(keep masks) -> FLOPs left, exactly (the caller's cost model): per-ZIG FLOPs are marginal
         # estimates that overstate what many removals together save (a layer's FLOPs shrink with both
@@ -163,9 +161,7 @@ class Hesso:
         knapsack's limit (a step larger than one period's share is taken early rather than never); with
         a measured latency_fn (the table is this machine's), each period's choice is timed and its
         budget searched until the cut lands at its goal (select.search_latency_budget). What the table's
-        sum over- or under-promises, measured on the pick, scales the next period's budget; every timing
-        so far, against the table's prediction, helps judge the next period's candidates (one timing on a
-        shared machine is off by ±0.05 or more)."""
+        sum over- or under-promises, measured on the pick, scales the next period's budget."""
         share = (period + 1) / self.schedule.periods
         goal = 1.0 - share * (1.0 - self.target_latency)
         budget = self.latency.additive_for(goal) * self._latency_scale
@@ -181,14 +177,10 @@ class Hesso:
         def keeps(new):
             return {g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)}
 
-        def widths(new):
-            return {gid: int(k.sum()) for gid, k in keeps(new).items()}
-
-        new, self._latency_measured, _, timed = search_latency_budget(
+        new, self._latency_measured, _ = search_latency_budget(
             choose, lambda news: self.latency_fn([keeps(n) for n in news]), goal, budget, final,
-            tries=6 if final else 4, predict=lambda n: self.latency.predict(widths(n)), prior=self._latency_timed)
-        self._latency_timed = (self._latency_timed + timed)[-PRIOR_TIMINGS:]
-        spent = self.latency.additive(widths(new))
+            tries=6 if final else 4)
+        spent = self.latency.additive({gid: int(k.sum()) for gid, k in keeps(new).items()})
         if spent > 0 and self._latency_measured < 0.97:  # the table's sum the measured cut took, over what it
             # says that cut takes (a saving within the timing's noise of none says nothing)
             promised = self.latency.additive_for(self._latency_measured)

@@ -132,12 +132,7 @@ def select_latency(groups, scores, pruned, budget, savings, limit=None):
     return new
 
 
-POOL_CAP = 8.0  # the table's fitted prediction counts as at most this many timings of a candidate (its
-# own error between candidates is not known; the fit's, from the timings' spread, is)
-
-
-def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, tries=6, predict=None,
-                          prior=()):
+def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, tries=6):
     """Closed loop on the budget: `choose(budget)` gives a selection, `measure([selections])` their
     latencies as fractions of the dense one (timed together). The budget is corrected (a secant
     between the closest budgets on either side of `goal`, else a step by the saving still missing)
@@ -146,23 +141,17 @@ def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, 
     (`final`) aims within `tolerance` of `goal` and takes the one nearest it, not above it by more
     than the tolerance; an earlier one aims at or just above its goal (up to the tolerance) and takes
     the nearest that does not cut below it, since a period's overshoot cannot be undone later while a
-    shortfall is made up by the next; where every candidate cuts below, the least cut.
-
-    `predict(selection)`: the table's latency ratio of a selection. One timing on a shared machine is
-    off by ±0.05 or more; the table's savings, scaled by the one factor that fits every timing of the
-    period and of `prior` (earlier periods' (predicted, measured) pairs), are not, between candidates
-    this close. Each candidate is then judged by its timings and that fit together (`pooled`).
-    Returns (selection, measured, budget, [(predicted, measured) of every timing of this search])."""
+    shortfall is made up by the next; where every candidate cuts below, the least cut. Returns
+    (selection, measured, budget)."""
     low, high = (goal * (1 - tolerance), goal * (1 + tolerance)) if final else (goal, goal * (1 + tolerance))
-    tried = {}  # the selection's bytes -> [budget, selection, [measured, ...], predicted or None]
-    judge = lambda entry: pooled(entry, tried.values(), prior)  # noqa: E731
+    tried = {}  # the selection's bytes -> [budget, selection, [measured, ...]]
     slow = fast = None  # (budget, measured): the largest budget still above goal, the smallest below
     for _ in range(tries):
         new = choose(budget)
         key = b"".join(np.packbits(n).tobytes() for n in new)
         if key not in tried:
-            tried[key] = [budget, new, [measure([new])[0]], None if predict is None else predict(new)]
-        measured = judge(tried[key])
+            tried[key] = [budget, new, [measure([new])[0]]]
+        measured = tried[key][2][0]
         if low <= measured <= high:
             break
         if measured > goal and (slow is None or budget > slow[0]):
@@ -178,34 +167,14 @@ def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, 
             budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.02), 0.5, 2.0))
             if budget <= 0:
                 break
-    candidates = sorted(tried.values(), key=lambda t: abs(judge(t) - goal))[:3]
+    candidates = sorted(tried.values(), key=lambda t: abs(t[2][0] - goal))[:3]
     if len(candidates) > 1:
         for _ in range(2 if final else 1):
             for entry, measured in zip(candidates, measure([c[1] for c in candidates])):
                 entry[2].append(measured)
-    judged = [(judge(c), c) for c in candidates]
-    fit = [(m, c) for m, c in judged if (m <= high if final else m >= low)]
-    if fit:
-        measured, pick = min(fit, key=lambda mc: abs(mc[0] - goal))
-    else:
-        measured, pick = (min if final else max)(judged, key=lambda mc: mc[0])
-    timed = [(e[3], m) for e in tried.values() if e[3] is not None for m in e[2]]
-    return pick[1], measured, pick[0], timed
-
-
-def pooled(entry, entries, prior=()):
-    """A candidate's latency ratio from its timings and the table's prediction of it, scaled by the
-    factor (measured saving over predicted, least squares) that fits every timing of `entries` and the
-    (predicted, measured) pairs of `prior`; the fit, made of n timings of savings like this one's,
-    weighs as n of them (at most POOL_CAP). The mean of its timings where there is no prediction."""
-    timings, predicted = entry[2], entry[3]
-    if predicted is None:
-        return float(np.mean(timings))
-    points = [(1.0 - e[3], 1.0 - m) for e in entries if e[3] is not None for m in e[2]]
-    points += [(1.0 - p, 1.0 - m) for p, m in prior]
-    spread, x = sum(a * a for a, _ in points), 1.0 - predicted
-    if spread <= 0 or x <= 0:
-        return float(np.mean(timings))
-    fitted = 1.0 - x * sum(a * b for a, b in points) / spread
-    weight = min(POOL_CAP, spread / (x * x))
-    return float((sum(timings) + weight * fitted) / (len(timings) + weight))
+    for entry in candidates:
+        entry[2] = float(np.mean(entry[2]))  # every timing of it: less noise
+    fit = [c for c in candidates if (c[2] <= high if final else c[2] >= low)]
+    pick = min(fit, key=lambda c: abs(c[2] - goal)) if fit else (
+        min(candidates, key=lambda c: c[2]) if final else max(candidates, key=lambda c: c[2]))
+    return pick[1], pick[2], pick[0]
