@@ -112,6 +112,73 @@ def test_each_period_corrects_the_budget_against_the_measured_cut():
     assert ends[1] > 0.6 * 1.1  # the table alone, trusted: a miss the measurement catches
 
 
+def test_a_fast_step_larger_than_a_periods_share_is_taken_within_the_runs_budget():
+    """VGG's first layers: 24 -> 16 channels is the table's one fast step and saves 0.2, more than a
+    period's share (0.05) overshoots by; its saliency per saving is the best. Within the run's budget
+    (`limit`) it is taken, as `select` takes a wide block early; without, the wide layer pays instead."""
+    groups_ = [ZigGroup(id="early", num_zigs=24), ZigGroup(id="wide", num_zigs=96)]
+    scores = [np.ones(24), np.ones(96)]
+    pruned = [np.zeros(24, bool), np.zeros(96, bool)]
+    early = {w: 0.2 if w == 16 else -0.05 for w in range(1, 24)}
+    wide = {w: 0.1 * (96 - w) / 96 for w in range(1, 96)}
+    alone = select_latency(groups_, scores, pruned, 0.05, [early, wide])
+    assert not alone[0].any() and alone[1].any()
+    within = select_latency(groups_, scores, pruned, 0.05, [early, wide], limit=0.5)
+    assert within[0].sum() == 8 and not within[1].any()  # the step alone reaches the period's budget
+    beyond = select_latency(groups_, scores, pruned, 0.05, [early, wide], limit=0.09)
+    assert not beyond[0].any()  # it would overshoot the whole run's budget by more than it helps
+
+
+def test_an_early_period_never_takes_a_cut_below_its_goal_and_the_least_where_all_are():
+    """Timing that is exact: an early period picks the nearest cut at or above its goal, never one just
+    below it (an overshoot stays for the rest of the run); where every budget's cut is below the
+    goal (one step saves more than the period's share), the one that cuts least."""
+    def choose(budget):  # 64 channels, the table's saving linear in the width
+        return [np.arange(64) < int(np.clip(round(64 * budget), 0, 63))]
+
+    def measure(news):
+        return [1 - n[0].sum() / 64 for n in news]
+
+    new, measured, _ = search_latency_budget(choose, measure, 0.8, 0.25, final=False)
+    assert 0.8 <= measured <= 0.8 * 1.03 and measured == 1 - new[0].sum() / 64
+
+    def big_step(budget):  # any budget takes the same 32 channels at least
+        return [np.arange(64) < max(32, int(np.clip(round(64 * budget), 0, 63)))]
+
+    new, measured, _ = search_latency_budget(big_step, measure, 0.9, 0.1, final=False)
+    assert new[0].sum() == 32 and measured == 0.5
+
+
+def test_a_periods_big_step_counts_toward_the_next_and_the_run_ends_at_its_target():
+    """A run whose cheapest saving is one step of 0.2 (a 24-channel layer to 16): taken in an early
+    period, the next periods whose goals it already reached take nothing, and the measured cut still
+    ends at the target (the table's sum over-promises: cuts together save 0.7 of it)."""
+    rng = np.random.default_rng(0)
+    entries = {"early": {"channels": 24, "widths": list(range(1, 24)), "flops_ratio": [w / 24 for w in range(1, 24)],
+                         "ratio": [0.8 if w == 16 else 1.05 for w in range(1, 24)]}}
+    entries.update({gid: {"channels": 16, "widths": list(range(1, 16)), "flops_ratio": [w / 16 for w in range(1, 16)],
+                          "ratio": [1 - 0.03 * (16 - w) for w in range(1, 16)]} for gid in ("b", "c")})
+    table = LatencyTable(batch=1, threads=1, provider="CPUExecutionProvider", dense_ms=1.0, groups=entries)
+
+    def measured(keep):
+        return 1 - 0.7 * table.additive({gid: int(mask.sum()) for gid, mask in keep.items()})
+
+    calls = []
+    sizes = {k: e["channels"] for k, e in entries.items()}
+    params = {k: rng.standard_normal((n, 3)).astype(np.float32) for k, n in sizes.items()}
+    params["early"][:8] *= 0.01  # its 8 least salient channels are nearly worthless
+    opt = Hesso(params, [ZigGroup(k, n, [ZigSlice(k, 0, np.arange(n)[:, None])]) for k, n in sizes.items()], SGD(0.0),
+                total_steps=40, target_latency=0.6, latency=table,
+                latency_fn=lambda keeps: calls.append(len(keeps)) or [measured(k) for k in keeps])
+    widths = []
+    for _ in range(40):
+        opt.step({k: np.zeros_like(v) for k, v in params.items()})
+        widths.append(int(opt.keep_masks()["early"].sum()))
+    assert widths[-1] == 16 and 16 in widths[:len(widths) // 2]  # taken early, not left for the end
+    assert 0.6 * 0.97 <= measured(opt.keep_masks()) <= 0.6 * 1.03
+    assert opt.metrics()["latency_measured"] == pytest.approx(measured(opt.keep_masks()))
+
+
 def test_joint_correction_inverts_and_auto_block_finds_the_fast_steps():
     analysis = groups.analyze(graph.load(os.path.join(MODELS, "vgg_bnfolded.onnx")))
     table = synthetic_table(analysis, fast=lambda w: w % 16 == 0 or w == 8)

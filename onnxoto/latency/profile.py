@@ -14,7 +14,7 @@ from ..groups import keep_all
 from ..surgery import cut
 from ..verify import random_inputs
 from .table import LatencyTable
-from .timing import interleaved_ms
+from .timing import clock_for, interleaved_ms
 from .widths import table_widths
 
 CALIBRATION = (0.85, 0.7, 0.55, 0.4, 0.25)  # kept fractions of every group for the joint cuts
@@ -40,7 +40,7 @@ def measure_table(analysis, batch=64, threads=None, provider="CPUExecutionProvid
         widths = table_widths(g.num_zigs)
         keeps = [_keep(analysis, {g.id: w}) for w in widths]
         times = interleaved_ms([dense] + [make(cut(model, analysis.groups, keep)) for keep in keeps], feeds, rounds,
-                               desc=f"profile group {k + 1}/{len(todo)}")
+                               desc=f"profile group {k + 1}/{len(todo)}", clock=clock_for(threads))
         dense_ms.append(times[0])
         groups[g.id] = {"channels": g.num_zigs, "widths": widths, "ratio": [t / times[0] for t in times[1:]],
                         "flops_ratio": [analysis.predict_cost(keep)[1] / analysis.flops for keep in keeps]}
@@ -57,7 +57,8 @@ def _calibrate(analysis, table, make, dense, feeds, rounds):
     if not plans or not table.groups:
         return []
     sessions = [make(cut(analysis.model, analysis.groups, _keep(analysis, w))) for w in plans]
-    times = interleaved_ms([dense] + sessions, feeds, rounds, desc="profile joint cuts")
+    times = interleaved_ms([dense] + sessions, feeds, rounds, desc="profile joint cuts",
+                           clock=clock_for(table.threads))
     return [{"additive": table.additive(w), "measured": 1.0 - t / times[0], "kept_fraction": f}
             for w, t, f in zip(plans, times[1:], CALIBRATION)]
 
@@ -111,7 +112,7 @@ def measured_ratios(model, pruned_protos, table, rounds=3 * ROUNDS, seed=1):
     ratios of candidates can be compared with each other (a burst of load falls on all alike)."""
     feeds = random_inputs(model, np.random.default_rng(seed), batch=table.batch)
     sessions = [session(p, threads=table.threads, provider=table.provider) for p in [model.proto, *pruned_protos]]
-    times = interleaved_ms(sessions, feeds, rounds, quantile=RATIO_QUANTILE)
+    times = interleaved_ms(sessions, feeds, rounds, quantile=RATIO_QUANTILE, clock=clock_for(table.threads))
     return [t / times[0] for t in times[1:]]
 
 

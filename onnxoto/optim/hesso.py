@@ -157,26 +157,34 @@ class Hesso:
         return new
 
     def _select_for_latency(self, period, subset):
-        """The period's share of the latency saving, by the table; with a measured latency_fn (the table
-        is this machine's), each period's choice is timed and its budget searched until the cut lands
-        within 3% of the period's goal (select.search_latency_budget), the correction carried into the
-        next period."""
+        """The period's share of the latency saving, by the table, with the run's whole saving as the
+        knapsack's limit (a step larger than one period's share is taken early rather than never); with
+        a measured latency_fn (the table is this machine's), each period's choice is timed and its
+        budget searched until the cut lands at its goal (select.search_latency_budget). What the table's
+        sum over- or under-promises, measured on the pick, scales the next period's budget."""
         share = (period + 1) / self.schedule.periods
         goal = 1.0 - share * (1.0 - self.target_latency)
         budget = self.latency.additive_for(goal) * self._latency_scale
+        limit = self.latency.additive_for(self.target_latency) * self._latency_scale
         savings = [self.latency.savings(g.id) for g in self.groups]
-        choose = lambda b: select_latency(*subset, b, savings)  # noqa: E731
+        choose = lambda b: select_latency(*subset, b, savings, max(limit, b))  # noqa: E731
         if self.latency_fn is None:
             return choose(budget)
-
-        def measure(news):
-            return self.latency_fn([{g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)} for new in news])
-
         final = period == self.schedule.periods - 1
-        new, self._latency_measured, budget = search_latency_budget(choose, measure, goal, budget, final,
-                                                                    tries=6 if final else 3)
-        if budget > 0:
-            self._latency_scale = budget / max(self.latency.additive_for(goal), 1e-12)
+        if self._latency_measured is not None and self._latency_measured <= goal:
+            return choose(0.0)  # an earlier period's step reached this one's goal already: nothing more yet
+
+        def keeps(new):
+            return {g.id: ~(p | n) for g, p, n in zip(self.groups, subset[2], new)}
+
+        new, self._latency_measured, _ = search_latency_budget(
+            choose, lambda news: self.latency_fn([keeps(n) for n in news]), goal, budget, final,
+            tries=6 if final else 4)
+        spent = self.latency.additive({gid: int(k.sum()) for gid, k in keeps(new).items()})
+        if spent > 0 and self._latency_measured < 0.97:  # the table's sum the measured cut took, over what it
+            # says that cut takes (a saving within the timing's noise of none says nothing)
+            promised = self.latency.additive_for(self._latency_measured)
+            self._latency_scale = float(np.clip(spent / max(promised, 1e-12), 0.25, 4.0))
         return new
 
     def _subset(self, which, scores, pruned=None):

@@ -102,10 +102,15 @@ def latency_steps(group, score, pruned, savings):
         cost, saved, width = c, s, w
 
 
-def select_latency(groups, scores, pruned, budget, savings):
+def select_latency(groups, scores, pruned, budget, savings, limit=None):
     """New ZIGs to prune so the groups' summed latency savings (fractions of the dense latency,
     `savings[k]`: {width: saving} or None) reach `budget`: the knapsack over widths taken greedily
-    by saliency per saved latency, as HALP does. Returns per group a bool array."""
+    by saliency per saved latency, as HALP does. Returns per group a bool array.
+
+    `limit` (default `budget`): what the whole run will spend, as in `select`: a step that saves more
+    than one period's share (a narrow early layer to its fast width) may overshoot `budget`, and is
+    passed over only when it would overshoot `limit` by more than it helps; else it would never fit."""
+    limit = budget if limit is None else max(limit, budget)
     new = [np.zeros(g.num_zigs, bool) for g in groups]
     spent, candidates = 0.0, []
     for k, g in enumerate(groups):
@@ -121,8 +126,8 @@ def select_latency(groups, scores, pruned, budget, savings):
             break
         if k in passed_over:
             continue
-        if spent + saving - budget > budget - spent:
-            passed_over.add(k)  # overshoots more than it helps; a later group's step may fit better
+        if spent + saving - limit > limit - spent:
+            passed_over.add(k)  # overshoots the run's budget more than it helps; a later group's step may fit
             continue
         new[k][block] = True
         spent += saving
@@ -133,19 +138,23 @@ def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, 
     """Closed loop on the budget: `choose(budget)` gives a selection, `measure([selections])` their
     latencies as fractions of the dense one (timed together). The budget is corrected (a secant
     between the closest budgets on either side of `goal`, else a step by the saving still missing)
-    until a measured cut lands within `tolerance` of `goal`; the closest candidates are then timed
-    again side by side. The last period (`final`) takes the one nearest the goal, not above it by
-    more than the tolerance; an earlier one the nearest that does not cut below it by more, since
-    a period's overshoot cannot be undone later. Returns (selection, measured, budget)."""
-    tried = {}  # the selection's bytes -> [budget, selection, measured]
+    until a measured cut lands in the period's band; the closest candidates are then timed again side
+    by side, in one round-robin (the last period twice: its choice is the run's). The last period
+    (`final`) aims within `tolerance` of `goal` and takes the one nearest it, not above it by more
+    than the tolerance; an earlier one aims at or just above its goal (up to the tolerance) and takes
+    the nearest that does not cut below it, since a period's overshoot cannot be undone later while a
+    shortfall is made up by the next; where every candidate cuts below, the least cut. Returns
+    (selection, measured, budget)."""
+    low, high = (goal * (1 - tolerance), goal * (1 + tolerance)) if final else (goal, goal * (1 + tolerance))
+    tried = {}  # the selection's bytes -> [budget, selection, [measured, ...]]
     slow = fast = None  # (budget, measured): the largest budget still above goal, the smallest below
     for _ in range(tries):
         new = choose(budget)
         key = b"".join(np.packbits(n).tobytes() for n in new)
         if key not in tried:
-            tried[key] = [budget, new, measure([new])[0]]
-        measured = tried[key][2]
-        if abs(measured - goal) <= tolerance * goal:
+            tried[key] = [budget, new, [measure([new])[0]]]
+        measured = tried[key][2][0]
+        if low <= measured <= high:
             break
         if measured > goal and (slow is None or budget > slow[0]):
             slow = (budget, measured)
@@ -160,14 +169,14 @@ def search_latency_budget(choose, measure, goal, budget, final, tolerance=0.03, 
             budget *= float(np.clip((1.0 - goal) / max(1.0 - measured, 0.02), 0.5, 2.0))
             if budget <= 0:
                 break
-    candidates = sorted(tried.values(), key=lambda t: abs(t[2] - goal))[:3]
+    candidates = sorted(tried.values(), key=lambda t: abs(t[2][0] - goal))[:3]
     if len(candidates) > 1:
-        for entry, measured in zip(candidates, measure([c[1] for c in candidates])):
-            entry[2] = (entry[2] + measured) / 2  # both timings: less noise
-    if final:
-        fit = [c for c in candidates if c[2] <= goal * (1 + tolerance)]
-    else:
-        fit = [c for c in candidates if c[2] >= goal * (1 - tolerance)]
+        for _ in range(2 if final else 1):
+            for entry, measured in zip(candidates, measure([c[1] for c in candidates])):
+                entry[2].append(measured)
+    for entry in candidates:
+        entry[2] = float(np.mean(entry[2]))  # every timing of it: less noise
+    fit = [c for c in candidates if (c[2] <= high if final else c[2] >= low)]
     pick = min(fit, key=lambda c: abs(c[2] - goal)) if fit else (
         min(candidates, key=lambda c: c[2]) if final else max(candidates, key=lambda c: c[2]))
     return pick[1], pick[2], pick[0]
