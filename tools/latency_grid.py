@@ -1,6 +1,6 @@
 """Every cut of the demo ResNet on the block grid (widths multiples of 16, and 8 for the two
 16-wide groups) whose FLOPs lie in a range, timed round-robin against the dense model in one run
-(one thread, batch 64, 10th percentiles): how close to the ideal speed-up widths alone can come.
+(one thread, batch 64, 10th percentiles of the thread's CPU time): how close to the ideal speed-up widths alone can come.
 
     python tools/latency_grid.py [--flops 0.46 0.52] [--rounds 15] [--json bench/latency_grid_demo.json]
 """
@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 
 from onnxoto import graph, groups  # noqa: E402
 from onnxoto.graph import session  # noqa: E402
-from onnxoto.latency import interleaved_ms  # noqa: E402
+from onnxoto.latency.timing import clock_for, interleaved_ms  # noqa: E402
 from onnxoto.surgery import cut  # noqa: E402
 from onnxoto.verify import random_inputs  # noqa: E402
 from tools.profile_ops import DEMO, keep_for  # noqa: E402
@@ -46,7 +46,7 @@ def main():
     feeds = random_inputs(model, np.random.default_rng(0), batch=64)
     sessions = [session(model.proto, threads=args.threads)]
     sessions += [session(cut(model, analysis.groups, keep), threads=args.threads) for _, _, keep in cuts]
-    times = interleaved_ms(sessions, feeds, rounds=args.rounds, quantile=10)
+    times = interleaved_ms(sessions, feeds, rounds=args.rounds, quantile=10, clock=clock_for(args.threads))
     rows = sorted(({"widths": dict(zip(CHOICES, w)), "flops_kept": f, "latency": t / times[0],
                     "of_ideal": f / (t / times[0])} for (f, w, _), t in zip(cuts, times[1:])),
                   key=lambda r: -r["of_ideal"])
@@ -55,7 +55,7 @@ def main():
               f"{list(r['widths'].values())}")
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": os.getloadavg(),
-                   "threads": args.threads, "rounds": args.rounds, "dense_ms": times[0], "rows": rows}, f, indent=1)
+                   "threads": args.threads, "clock": clock_for(args.threads), "rounds": args.rounds, "dense_ms": times[0], "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
