@@ -1,6 +1,7 @@
 """Latency targets measured on this machine: the bundled Fashion-MNIST ResNet and VGG pruned with
 `--target-latency` (the knapsack over a latency table) and with `--target-flops` (`--round-to 8`),
-and the demo at `--target-latency 0.5` and at `--target-flops 0.5 --round-to auto`. Each run's
+and the demo at `--target-latency 0.5` (`--round-to 1` and `auto`) and at `--target-flops 0.5 --round-to
+auto`. Each run's
 latency is timed against the dense model round-robin in one process (ratios, lower quartiles);
 accuracy on the bundled 2k test images. Prints a table and writes JSON after every run.
 
@@ -68,7 +69,8 @@ def one(name, kind, target, epochs, round_to, args, work):
 
 def plan(args):
     if args.only == "demo":
-        return [r for r in [("resnet", "latency", 0.5, 8, 1), ("resnet", "flops", 0.5, 8, "auto")] if r[1] in args.kinds]
+        runs = [("resnet", "latency", 0.5, 8, 1), ("resnet", "latency", 0.5, 8, "auto"), ("resnet", "flops", 0.5, 8, "auto")]
+        return [r for r in runs if r[1] in args.kinds]
     runs = []
     for target in args.targets:
         runs += [(name, "latency", target, args.epochs, 1) for name in args.models]
