@@ -287,3 +287,36 @@ def test_batchnorm_trains_on_batch_statistics_or_on_the_frozen_running_ones(batc
         assert session.train_step({"x": x}, labels) == pytest.approx(cross_entropy, rel=1e-5)
         # eval mode reads the running statistics either way
         np.testing.assert_allclose(session.eval_outputs({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def centered_by_a_run_time_shape():
+    """y = x·W minus its row mean, the mean brought back to (N, 1) by a Reshape and an Expand to a target
+    computed from y's own shape (how jax2tf writes a softmax's max): onnxruntime's own inference cannot
+    size that operand, so the gradient builder needs onnxoto's shapes to reduce the Sub's gradient."""
+    w = numpy_helper.from_array(RNG.standard_normal((4, 6)).astype(np.float32), "w")
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("ReduceMean", ["y"], ["m"], axes=[1], keepdims=0),
+             helper.make_node("Shape", ["y"], ["shape_y"]),
+             helper.make_node("Gather", ["shape_y", "zero"], ["rows"], axis=0),
+             helper.make_node("Concat", ["rows", "one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["m", "target"], ["m_col"]),
+             helper.make_node("Expand", ["m_col", "target"], ["m_wide"]),
+             helper.make_node("Sub", ["y", "m_wide"], ["out"])]
+    graph = helper.make_graph(nodes, "centered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 6])], [w, one, zero])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_broadcast_over_a_run_time_shaped_operand_trains_with_exact_gradients():
+    x = RNG.standard_normal((5, 4)).astype(np.float32)
+    target = RNG.standard_normal((5, 6)).astype(np.float32)
+    with TrainingSession(centered_by_a_run_time_shape(), "mse") as session:
+        session.train_step({"x": x}, target)  # without the shapes: "cannot reshape {5,6} to {5}"
+        grad = session.grads["w"].copy()
+        param = session.params["w"]
+        scale = float(np.abs(grad).max())
+        for index in list(np.ndindex(param.shape))[::5]:
+            estimate = central_difference(session, {"x": x}, target, param, index, 1e-2)
+            assert estimate == pytest.approx(grad[index], abs=1e-3 * scale), index

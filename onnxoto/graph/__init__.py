@@ -8,7 +8,7 @@ from .inputs import (bind_input_shapes, declared, describe_sizes, misdeclared_ou
                      redeclare_outputs)
 from .load import bring_versions_in_range, check_domains, default_opset, read_model
 from .model import Model
-from .normalize import drop_unused_initializers, infer_shapes, normalize, row_axes
+from .normalize import drop_unused_initializers, infer_shapes, know_shapes, normalize, row_axes
 from .operands import node_reads
 from .store import check as check_model, has_external_data, is_large, save
 from .view import (batch_symbols, dims, display_name, fed_whole, fresh_name, producers, readers, row_count,
@@ -17,7 +17,7 @@ from .view import (batch_symbols, dims, display_name, fed_whole, fresh_name, pro
 
 __all__ = ["Model", "batch_symbols", "check_model", "default_opset", "describe_sizes", "dims", "display_name",
            "drop_unused_initializers", "fed_whole", "fresh_name", "from_proto", "has_external_data", "infer_shapes",
-           "is_large", "load", "read_model", "misdeclared_outputs", "node_reads", "parse_input_shapes", "producers", "readers", "redeclare_outputs", "row_axes", "row_count",
+           "is_large", "know_shapes", "load", "read_model", "misdeclared_outputs", "node_reads", "parse_input_shapes", "producers", "readers", "redeclare_outputs", "row_axes", "row_count",
            "rowless_outputs", "run", "save", "session", "static_dims", "take_rows", "taken_names", "whole_inputs",
            "with_initializers", "with_outputs"]
 

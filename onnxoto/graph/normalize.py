@@ -30,6 +30,12 @@ def normalize(model, name="model"):
         model = _fold_constants(model, name)
     _unshare_uniform_initializers(model.graph)
     drop_unused_initializers(model.graph)
+    return know_shapes(model, name)
+
+
+def know_shapes(model, name="model"):
+    """ONNX shape inference in place, then the sizes it leaves unknown: Reshape outputs it names with fresh
+    symbols, Reshapes to run-time targets, symbols onnxruntime's symbolic inference equates. Returns `model`."""
     infer_shapes(model, name)
     if _name_reshape_outputs(model):
         infer_shapes(model, name)  # let the named sizes flow downstream

@@ -13,7 +13,7 @@ import onnx
 
 from ..child import run_child, step
 from ..errors import ModelError, OptionError
-from ..graph import fresh_name, rowless_outputs, taken_names
+from ..graph import fresh_name, know_shapes, rowless_outputs, taken_names
 from .kinds import DEFAULT_TEMPERATURE, Loss, loss_from_labels, loss_named
 from .trainable import prepare_for_training, trainable_params
 
@@ -104,7 +104,7 @@ def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.
     name = model_name or model.graph.name or "model"
     # On the original graph: the affine form of BatchNorm makes running stats look differentiable.
     requires_grad = trainable_params(model) if requires_grad is None else list(requires_grad)
-    prepared = prepare_for_training(model, batchnorm)
+    prepared = _with_known_shapes(prepare_for_training(model, batchnorm), name)
     if not requires_grad:
         raise ModelError(f"cannot build a training graph for {name}: it has no trainable parameters")
     big = prepared.ByteSize() > _EXTERNAL_DATA_ABOVE
@@ -123,6 +123,18 @@ def build_artifacts(model: onnx.ModelProto, loss: LossSpec, directory: str | os.
                      optimizer_model=directory / "optimizer_model.onnx" if optimizer else None, loss=loss,
                      model_inputs=tuple(i.name for i in model.graph.input if i.name not in initializers),
                      model_outputs=tuple(spec["outputs"]), requires_grad=tuple(requires_grad))
+
+
+def _with_known_shapes(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """`model` with every size onnxoto's inference finds recorded for the gradient builder. Where its own
+    inference cannot size a tensor (an Expand or Reshape to a run-time target), onnxruntime-training names
+    the size with a fresh symbol and takes two different symbols as equal, so the gradient of a broadcast
+    over that tensor is not reduced: magika's softmax got an (N, 214) gradient for its (N, 1) maximum."""
+    try:
+        return know_shapes(model, name)
+    except ModelError:  # the training forms' graph as onnxruntime sees it: nothing recorded
+        del model.graph.value_info[:]
+        return model
 
 
 def _run_child(directory: Path, name: str, timeout: float | None) -> None:
