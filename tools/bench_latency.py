@@ -34,7 +34,8 @@ DEMO = dict(loss="ce+distill", lr=0.02, batch_size=64, optimizer="hesso")  # `on
 
 def table_for(name, args):
     """The model's latency table at batch 64, measured once and kept beside the JSON."""
-    path = os.path.join(os.path.dirname(os.path.abspath(args.json)), f"latency_table_{name}.json")
+    suffix = "" if args.threads == 1 else f"_threads{args.threads}" if args.threads else "_default_threads"
+    path = os.path.join(os.path.dirname(os.path.abspath(args.json)), f"latency_table_{name}{suffix}.json")
     if not os.path.exists(path):
         analysis = groups.analyze(graph.load(MODELS[name], strict=True))
         started = time.perf_counter()
@@ -49,7 +50,7 @@ def one(name, kind, target, epochs, round_to, args, work):
     out = os.path.join(work, f"{name}-{kind}{target}-{round_to}.onnx")
     targets = dict(target_latency=target) if kind == "latency" else dict(target_flops=round(1 - target, 3))
     options = PruneOptions(**DEMO, epochs=epochs, round_to=round_to, latency_table=table, **targets)
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     result = prune(MODELS[name], TRAIN, out, val=TEST, options=options, log=print)
     minutes = (time.perf_counter() - started) / 60
     dense = graph.load(MODELS[name], strict=True)
@@ -64,7 +65,8 @@ def one(name, kind, target, epochs, round_to, args, work):
             "latency_predicted": result.latency.get("predicted"),
             "default_threads": {k: p["latency_ms"][k] / d["latency_ms"][k] for k in ("batch1", "batchN")},
             "widths": {g["id"]: [g["kept"], g["channels"]] for g in result.groups},
-            "verified": result.verified, "max_rel_diff": result.max_rel_diff, "minutes": minutes}
+            "verified": result.verified, "max_rel_diff": result.max_rel_diff, "minutes": minutes,
+            "load_average": [load_before, os.getloadavg()[0]]}
 
 
 def plan(args):
@@ -103,7 +105,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["demo", "suite"], required=True)
     ap.add_argument("--epochs", type=int, default=2, help="suite: epochs of every run (the demo runs 8)")
-    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the latency table and checks")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the latency table and checks "
+                    "(0: onnxruntime's default, timed by wall clock: on an idle machine only)")
     ap.add_argument("--rounds", type=int, default=40, help="timed runs per width in the latency tables")
     ap.add_argument("--models", nargs="+", default=["vgg", "resnet"], choices=sorted(MODELS), help="suite: models")
     ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.3, 0.7], help="suite: targets")
@@ -113,6 +116,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep-flops", action="store_true", help="reuse the FLOPs-targeted rows already in --json")
     args = ap.parse_args()
+    args.threads = args.threads or None
     args.json = args.json or os.path.join(ROOT, "bench", f"latency_{args.only}.json")
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     if args.tables_only:
