@@ -5,7 +5,7 @@ auto`. Each run's
 latency is timed against the dense model round-robin in one process (ratios, lower quartiles);
 accuracy on the bundled 2k test images. Prints a table and writes JSON after every run.
 
-    python tools/bench_latency.py --only demo  [--threads 1] [--json bench/latency_demo.json]
+    python tools/bench_latency.py --only demo  [--threads 1 | 0] [--json bench/latency_demo.json]
     python tools/bench_latency.py --only suite [--epochs 2] [--json bench/latency_suite.json]
 """
 import argparse
@@ -33,7 +33,7 @@ DEMO = dict(loss="ce+distill", lr=0.02, batch_size=64, optimizer="hesso")  # `on
 
 
 def table_for(name, args):
-    """The model's latency table at batch 64, measured once and kept beside the JSON."""
+    """The model's latency table at batch 64 and `--threads`, measured once and kept beside the JSON."""
     suffix = "" if args.threads == 1 else f"_threads{args.threads}" if args.threads else "_default_threads"
     path = os.path.join(os.path.dirname(os.path.abspath(args.json)), f"latency_table_{name}{suffix}.json")
     if not os.path.exists(path):
